@@ -1,0 +1,1 @@
+"""Front ends: argument parsing and output formatting only."""

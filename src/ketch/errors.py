@@ -1,0 +1,47 @@
+"""The error tree: every failure ketch reports is named by its condition.
+
+    KetchError                  base; str() is the one-line message shown to users
+    ├── InvalidArgument         bad input: a flag, a config.json field, a reference
+    ├── NotFound                a container, file, namespace or process does not exist
+    ├── AlreadyExists           the name or id is taken
+    ├── Conflict                the object is in the wrong state for the request
+    ├── Unsupported             valid input the host or ketch cannot honour
+    └── SetupFailed             the kernel refused a step of container setup
+
+Errors are raised with ``raise ... from exc`` and rendered once, at the edge
+(the CLI turns them into a message and an exit code).
+"""
+
+from __future__ import annotations
+
+
+class KetchError(Exception):
+    """Base of every error ketch raises on purpose."""
+
+
+class InvalidArgument(KetchError):
+    """The caller's input is malformed or names something impossible."""
+
+
+class NotFound(KetchError):
+    """The named object does not exist."""
+
+
+class AlreadyExists(KetchError):
+    """An object with that name or id already exists."""
+
+
+class Conflict(KetchError):
+    """The object is in a state that does not allow the operation."""
+
+
+class Unsupported(KetchError):
+    """The request is valid but this host or this version cannot do it."""
+
+
+class SetupFailed(KetchError):
+    """A step of container setup failed in the kernel; carries the errno."""
+
+    def __init__(self, message: str, errno: int | None = 0) -> None:
+        super().__init__(message)
+        self.errno = errno or 0

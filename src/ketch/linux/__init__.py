@@ -1,0 +1,1 @@
+"""The kernel seam: the only package that calls libc through ctypes."""

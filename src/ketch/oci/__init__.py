@@ -1,0 +1,1 @@
+"""Pure data types of the OCI specifications."""

@@ -1,0 +1,1 @@
+"""The OCI runtime library: create, start, signal and delete containers from a bundle."""

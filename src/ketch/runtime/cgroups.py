@@ -1,0 +1,172 @@
+"""A container's cgroup on v1, v2 and hybrid hosts: create, join, list, freeze, remove.
+
+The host's hierarchies are found by reading mountinfo, so tests can point at any root.
+Resource limits beyond creation are the cgroup drivers' work (issue: cgroups on every host).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from ketch.errors import InvalidArgument, SetupFailed
+from ketch.record import Record
+
+
+def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
+    """Map of hierarchy name -> mount point: "" alone on pure v2; "memory", "unified", ... on v1/hybrid."""
+    found: dict[str, str] = {}
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, point = fields[sep + 1], fields[4]
+            if fstype in ("cgroup", "cgroup2") and fields[3] == "/":
+                found[os.path.basename(point)] = point
+    if len(found) == 1 and next(iter(found.values())) and _is_v2_root(next(iter(found.values()))):
+        return {"": next(iter(found.values()))}
+    return found
+
+
+def _is_v2_root(point: str) -> bool:
+    return os.path.exists(os.path.join(point, "cgroup.controllers")) and not os.path.exists(
+        os.path.join(point, "cgroup.clone_children")
+    )
+
+
+def container_path(cgroups_path: str, container_id: str) -> str:
+    """The cgroup path inside each hierarchy for the spec's cgroupsPath."""
+    if not cgroups_path:
+        return f"/ketch/{container_id}"
+    if ":" in cgroups_path and not cgroups_path.startswith("/"):
+        raise InvalidArgument(
+            f"linux.cgroupsPath: {cgroups_path!r} is a systemd slice path; the systemd driver is not supported"
+        )
+    path = os.path.normpath("/" + cgroups_path)
+    if path == "/":
+        raise InvalidArgument("linux.cgroupsPath: must not be the root cgroup")
+    return path
+
+
+class Cgroup(Record):
+    """One container's directory in every hierarchy of the host."""
+
+    path: str
+    dirs: dict[str, str]
+
+    @classmethod
+    def at(cls, path: str, mounts: dict[str, str] | None = None) -> Cgroup:
+        mounts = hierarchies() if mounts is None else mounts
+        return cls(path, {name: point + path for name, point in mounts.items()})
+
+    def create(self) -> None:
+        for name, d in self.dirs.items():
+            try:
+                _mkdirs(d, inherit_cpuset=name == "cpuset")
+            except OSError as exc:
+                raise SetupFailed(f"cannot create cgroup {d}: {exc.strerror}", exc.errno) from exc
+
+    def add(self, pid: int) -> None:
+        for d in self.dirs.values():
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+
+    def pids(self) -> list[int]:
+        for name in ("pids", "memory", "freezer", "", "unified", *self.dirs):
+            d = self.dirs.get(name)
+            if d and os.path.isdir(d):
+                return _read_pids(d)
+        return []
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(d) for d in self.dirs.values())
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """rmdir every directory, retrying while the last processes leave."""
+        deadline = time.monotonic() + timeout
+        for d in self.dirs.values():
+            while True:
+                try:
+                    _rmdir_tree(d)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise SetupFailed(f"cannot remove cgroup {d}: {exc.strerror}", exc.errno) from exc
+                    self.kill_all()
+                    time.sleep(0.01)
+
+    # --- freezer ---------------------------------------------------------------------------------
+
+    def _freezer(self) -> tuple[str, str, str, str]:
+        if "freezer" in self.dirs:
+            return os.path.join(self.dirs["freezer"], "freezer.state"), "FROZEN", "THAWED", "freezer.state"
+        d = self.dirs.get("") or self.dirs.get("unified", "")
+        return os.path.join(d, "cgroup.freeze"), "1", "0", "cgroup.events"
+
+    def freeze(self, frozen: bool) -> None:
+        path, on, off, _ = self._freezer()
+        with open(path, "w") as f:
+            f.write(on if frozen else off)
+        deadline = time.monotonic() + 5
+        while self.is_frozen() != frozen and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def is_frozen(self) -> bool:
+        path, on, _, events = self._freezer()
+        try:
+            if events == "freezer.state":
+                with open(path) as f:
+                    return f.read().strip() == on
+            with open(os.path.join(os.path.dirname(path), events)) as f:
+                return "frozen 1" in f.read()
+        except OSError:
+            return False
+
+
+def _mkdirs(path: str, inherit_cpuset: bool) -> None:
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        _mkdirs(parent, inherit_cpuset)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    if inherit_cpuset:  # a v1 cpuset starts empty and refuses tasks until given cpus and mems
+        for key in ("cpuset.cpus", "cpuset.mems"):
+            with open(os.path.join(parent, key)) as src, open(os.path.join(path, key), "w") as dst:
+                dst.write(src.read().strip())
+
+
+def _read_pids(d: str) -> list[int]:
+    try:
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            own = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+    for entry in os.scandir(d):
+        if entry.is_dir(follow_symlinks=False):
+            own.extend(_read_pids(entry.path))
+    return own
+
+
+def _rmdir_tree(d: str) -> None:
+    try:
+        entries = list(os.scandir(d))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _rmdir_tree(entry.path)
+    try:
+        os.rmdir(d)
+    except FileNotFoundError:
+        pass
