@@ -51,7 +51,9 @@ class Record:
     def __init_subclass__(cls, frozen: bool = True) -> None:
         cls._frozen = frozen
         own = [n for n in cls.__dict__.get("__annotations__", {}) if not n.startswith("_")]
-        cls._fields = tuple(f for f in cls._fields if f not in own) + tuple(own)
+        cls._fields = cls._fields + tuple(
+            f for f in own if f not in cls._fields
+        )  # redeclared keep their place
         cls._defaults = dict(cls._defaults)
         for name in own:
             if name in cls.__dict__:

@@ -130,22 +130,12 @@ def test_root_cgroup_is_refused(cgroups_path: str) -> None:
         container_path(cgroups_path, "c1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runtime/cgroups.py:47 normpath('/' + '/') is '//' (POSIX keeps two leading slashes), "
-    "so cgroupsPath '/' is not refused",
-)
 @pytest.mark.parametrize("cgroups_path", ["/", "/a/../.."])
 def test_absolute_root_cgroup_is_refused(cgroups_path: str) -> None:
     with pytest.raises(InvalidArgument, match="must not be the root cgroup"):
         container_path(cgroups_path, "c1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runtime/cgroups.py:47 an absolute cgroupsPath comes back with a doubled leading slash "
-    "('/foo/bar' -> '//foo/bar')",
-)
 @pytest.mark.parametrize(
     ("cgroups_path", "expected"), [("/foo/bar", "/foo/bar"), ("/ketch/c1/", "/ketch/c1")]
 )

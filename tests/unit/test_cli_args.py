@@ -155,11 +155,6 @@ def test_missing_value_names_the_long_flag() -> None:
     assert str(info.value) == "create: flag --bundle needs a value"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli/args.py:69-72 bundled short flags set every letter to True, even flags that take a value "
-    "(-de A=1 stores env=True and makes A=1 a positional; a later -e then trips an assert)",
-)
 def test_bundled_value_flag_is_not_silently_set_to_true() -> None:
     try:
         out = parse(["-de", "A=1"], FLAGS)

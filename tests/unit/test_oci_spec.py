@@ -351,11 +351,6 @@ def test_top_level_fields_are_named(edit: Callable[[Config], object], message: s
         Spec.from_json(config(edit))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: oci/runtime.py:396,404-406,408 name top-level fields 'config.<field>' while ociVersion 2.0, "
-    "root, process and linux errors use the bare JSON path",
-)
 @pytest.mark.parametrize(
     ("edit", "path"),
     [
@@ -371,11 +366,6 @@ def test_top_level_fields_use_the_bare_json_path(edit: Callable[[Config], object
     assert str(info.value).startswith(path + ":")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: oci/runtime.py _strs/_list/_str_map (lines 66,73,80,87) and Spec/Hooks (407,409,233) read "
-    "`d.get(key) or default`, so falsy values of the wrong type are silently taken as empty",
-)
 @pytest.mark.parametrize(
     "edit",
     [

@@ -223,11 +223,6 @@ def test_private_annotations_are_not_fields() -> None:
         WithPrivate(1, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="divergence from dataclasses (record.py:54): a field redeclared in a subclass moves to the end of "
-    "the field order instead of keeping its position, which reorders positional arguments",
-)
 def test_redeclared_field_keeps_its_position() -> None:
     class Moved(Point):
         x: int = 5

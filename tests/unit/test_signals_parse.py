@@ -88,11 +88,6 @@ def test_invalid_signals_raise(text: str) -> None:
         parse_signal(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runtime/signals.py:12-13 use str.isdigit(), which accepts digits int() refuses "
-    "(superscripts), so parse_signal('²') raises ValueError instead of InvalidArgument",
-)
 def test_superscript_digit_raises_invalid_argument() -> None:
     with pytest.raises(InvalidArgument):
         parse_signal("\u00b2")

@@ -38,11 +38,6 @@ def test_default_spec_returns_fresh_capability_lists() -> None:
     assert "options" not in second["mounts"][0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runtime/specgen.py:38-39 put the module-level MASKED_PATHS and READONLY_PATHS lists in the "
-    "returned document, so a caller that edits one document changes every later default_spec()",
-)
 @pytest.mark.parametrize("key", ["maskedPaths", "readonlyPaths"])
 def test_default_spec_path_lists_are_not_shared(key: str) -> None:
     assert default_spec()["linux"][key] is not default_spec()["linux"][key]

@@ -67,9 +67,16 @@ def parse(
         name, eq, inline = arg.lstrip("-").partition("=")
         flag = by_long.get(name) if arg.startswith("--") else by_short.get(name)
         if flag is None and not arg.startswith("--") and len(name) > 1 and all(c in by_short for c in name):
-            for c in name:  # bundled short booleans: -dt
-                out.flags[by_short[c].name] = True
-            continue
+            # bundled short flags, getopt style: -dt; a flag taking a value may only come last (-de X)
+            *booleans, last = (by_short[c] for c in name)
+            if any(f.value for f in booleans):
+                raise InvalidArgument(f"{what}: in {arg}, only the last flag may take a value")
+            for f in booleans:
+                out.flags[f.name] = True
+            flag, arg = last, "-" + last.short
+            if not flag.value:
+                out.flags[flag.name] = True
+                continue
         if flag is None:
             raise InvalidArgument(f"{what}: unknown flag {arg.split('=')[0]}")
         value: str | bool

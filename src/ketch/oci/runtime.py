@@ -27,27 +27,43 @@ def _fail(path: str, what: str) -> InvalidArgument:
     return InvalidArgument(f"{path}: {what}")
 
 
+def _at(path: str, key: str) -> str:
+    """The JSON path of `key` under `path` ("" is the document itself)."""
+    return f"{path}.{key}" if path else key
+
+
+def _get(d: Json, key: str, default: Any) -> Any:
+    """d[key], or `default` when absent or null; a present value of the wrong type is kept (and refused)."""
+    value = d.get(key)
+    return default if value is None else value
+
+
 def _obj(value: Any, path: str) -> Json:
     if not isinstance(value, dict):
         raise _fail(path, "expected an object")
     return value
 
 
+def _sub(d: Json, key: str, path: str) -> Json:
+    """An optional nested object: {} when absent."""
+    return _obj(_get(d, key, {}), _at(path, key))
+
+
 def _str(d: Json, key: str, path: str, default: str | None = None) -> str:
-    value = d.get(key, default)
+    value = _get(d, key, default)
     if value is None:
-        raise _fail(f"{path}.{key}", "required string is missing")
+        raise _fail(_at(path, key), "required string is missing")
     if not isinstance(value, str):
-        raise _fail(f"{path}.{key}", "expected a string")
+        raise _fail(_at(path, key), "expected a string")
     return value
 
 
 def _int(d: Json, key: str, path: str, default: int | None = None) -> int:
-    value = d.get(key, default)
+    value = _get(d, key, default)
     if value is None:
-        raise _fail(f"{path}.{key}", "required integer is missing")
+        raise _fail(_at(path, key), "required integer is missing")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(f"{path}.{key}", "expected an integer")
+        raise _fail(_at(path, key), "expected an integer")
     return value
 
 
@@ -56,37 +72,38 @@ def _opt_int(d: Json, key: str, path: str) -> int | None:
 
 
 def _bool(d: Json, key: str, path: str) -> bool:
-    value = d.get(key, False)
+    value = _get(d, key, False)
     if not isinstance(value, bool):
-        raise _fail(f"{path}.{key}", "expected a boolean")
+        raise _fail(_at(path, key), "expected a boolean")
     return value
 
 
 def _strs(d: Json, key: str, path: str) -> tuple[str, ...]:
-    value = d.get(key) or []
+    value = _get(d, key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(f"{path}.{key}", "expected an array of strings")
+        raise _fail(_at(path, key), "expected an array of strings")
     return tuple(value)
 
 
 def _ints(d: Json, key: str, path: str) -> tuple[int, ...]:
-    value = d.get(key) or []
+    value = _get(d, key, [])
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise _fail(f"{path}.{key}", "expected an array of integers")
+        raise _fail(_at(path, key), "expected an array of integers")
     return tuple(value)
 
 
 def _list(d: Json, key: str, path: str, item: Callable[[Json, str], T]) -> tuple[T, ...]:
-    value = d.get(key) or []
+    value = _get(d, key, [])
+    where = _at(path, key)
     if not isinstance(value, list):
-        raise _fail(f"{path}.{key}", "expected an array")
-    return tuple(item(_obj(v, f"{path}.{key}[{i}]"), f"{path}.{key}[{i}]") for i, v in enumerate(value))
+        raise _fail(where, "expected an array")
+    return tuple(item(_obj(v, f"{where}[{i}]"), f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def _str_map(d: Json, key: str, path: str) -> dict[str, str]:
-    value = _obj(d.get(key) or {}, f"{path}.{key}")
+    value = _sub(d, key, path)
     if not all(isinstance(v, str) for v in value.values()):
-        raise _fail(f"{path}.{key}", "expected an object of strings")
+        raise _fail(_at(path, key), "expected an object of strings")
     return dict(value)
 
 
@@ -164,7 +181,7 @@ class Process(Record):
             args=args,
             cwd=cwd,
             env=_strs(d, "env", path),
-            user=User.from_json(_obj(d.get("user") or {}, f"{path}.user"), f"{path}.user"),
+            user=User.from_json(_sub(d, "user", path), f"{path}.user"),
             terminal=_bool(d, "terminal", path),
             console_size=size,
             capabilities=None
@@ -230,7 +247,7 @@ class Hooks(Record):
 
     @classmethod
     def from_json(cls, d: Json, path: str = "hooks") -> Hooks:
-        return cls({k: _list(d, k, path, Hook.from_json) for k in HOOK_KINDS if d.get(k)})
+        return cls({k: _list(d, k, path, Hook.from_json) for k in HOOK_KINDS if d.get(k) is not None})
 
 
 class IDMapping(Record):
@@ -368,7 +385,7 @@ class Linux(Record):
             gid_mappings=_list(d, "gidMappings", path, IDMapping.from_json),
             devices=_list(d, "devices", path, Device.from_json),
             cgroups_path=_str(d, "cgroupsPath", path, ""),
-            resources=_obj(d.get("resources") or {}, f"{path}.resources"),
+            resources=_sub(d, "resources", path),
             sysctl=_str_map(d, "sysctl", path),
             seccomp=None if seccomp is None else Seccomp.from_json(_obj(seccomp, f"{path}.seccomp")),
             rootfs_propagation=_str(d, "rootfsPropagation", path, ""),
@@ -393,7 +410,7 @@ class Spec(Record):
     @classmethod
     def from_json(cls, d: Any) -> Spec:
         d = _obj(d, "config.json")
-        version = _str(d, "ociVersion", "config")
+        version = _str(d, "ociVersion", "")
         if not version.startswith("1."):
             raise _fail("ociVersion", f"unsupported version {version!r}")
         proc = d.get("process")
@@ -401,12 +418,16 @@ class Spec(Record):
             oci_version=version,
             root=Root.from_json(_obj(d.get("root"), "root")),
             process=None if proc is None else Process.from_json(_obj(proc, "process")),
-            hostname=_str(d, "hostname", "config", ""),
-            domainname=_str(d, "domainname", "config", ""),
-            mounts=_list(d, "mounts", "config", Mount.from_json),
-            hooks=Hooks.from_json(_obj(d.get("hooks") or {}, "hooks")),
-            annotations=_str_map(d, "annotations", "config"),
-            linux=Linux.from_json(_obj(d.get("linux") or {}, "linux")),
+            hostname=_str(d, "hostname", "", ""),
+            domainname=_str(d, "domainname", "", ""),
+            mounts=_list(d, "mounts", "", Mount.from_json),
+            hooks=Hooks.from_json(_sub(d, "hooks", "")),
+            annotations=_str_map(
+                d,
+                "annotations",
+                "",
+            ),
+            linux=Linux.from_json(_sub(d, "linux", "")),
         )
 
 

@@ -44,7 +44,7 @@ def container_path(cgroups_path: str, container_id: str) -> str:
         raise InvalidArgument(
             f"linux.cgroupsPath: {cgroups_path!r} is a systemd slice path; the systemd driver is not supported"
         )
-    path = os.path.normpath("/" + cgroups_path)
+    path = "/" + os.path.normpath("/" + cgroups_path).strip("/")  # normpath keeps a leading "//"
     if path == "/":
         raise InvalidArgument("linux.cgroupsPath: must not be the root cgroup")
     return path

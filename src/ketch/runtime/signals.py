@@ -9,7 +9,7 @@ from ketch.errors import InvalidArgument
 
 def parse_signal(text: str) -> int:
     raw = text.strip().upper()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         number = int(raw)
         if 0 < number <= signal.SIGRTMAX:
             return number

@@ -35,8 +35,8 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
     linux: dict[str, Any] = {
         "resources": {"devices": [{"allow": False, "access": "rwm"}]},
         "namespaces": namespaces,
-        "maskedPaths": MASKED_PATHS,
-        "readonlyPaths": READONLY_PATHS,
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
     }
     if rootless:
         uid, gid = os.getuid(), os.getgid()
