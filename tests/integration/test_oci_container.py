@@ -230,3 +230,65 @@ def test_missing_rootfs_leaves_no_cgroup(oci: Oci) -> None:
     proc = oci.run(["true"], edit)
     assert proc.returncode == 1 and "rootfs /nonexistent/rootfs does not exist" in proc.stderr
     assert not (oci.root / oci.ids[-1]).exists()
+
+
+def test_oom_score_adj_and_shared_root_propagation(oci: Oci) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["process"]["oomScoreAdj"] = 500
+        c["linux"]["rootfsPropagation"] = "shared"
+
+    out = oci.run(
+        sh("cat /proc/self/oom_score_adj; awk '$5 == \"/\"' /proc/self/mountinfo"), edit, check=True
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0] == "500"
+    assert "shared:" in lines[1]
+
+
+def test_seccomp_denying_getcwd_does_not_break_setup(oci: Oci) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["process"]["noNewPrivileges"] = False
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                 "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"}]}  # fmt: skip
+
+    proc = oci.run(sh("pwd -P; echo done"), edit)
+    assert proc.stdout.splitlines() == ["", "done"], proc.stderr  # busybox pwd prints nothing when denied
+
+
+def test_without_a_mount_namespace_only_the_root_changes(oci: Oci) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["namespaces"] = [
+            ns for ns in c["linux"]["namespaces"] if ns["type"] not in ("mount", "pid")
+        ]
+        c["linux"]["maskedPaths"] = []
+        c["linux"]["readonlyPaths"] = []
+
+    proc = oci.run(sh("readlink /proc/1/ns/mnt 2>&1; ls /bin/busybox"), edit)
+    assert "/bin/busybox" in proc.stdout, proc.stderr
+    assert "no mount namespace" in proc.stderr  # the warning
+
+
+def test_join_a_mount_namespace_by_path(oci: Oci) -> None:
+    import subprocess
+
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "100"])
+    try:
+        ns = f"/proc/{holder.pid}/ns/mnt"
+        for _ in range(100):
+            if os.readlink(ns) != os.readlink("/proc/self/ns/mnt"):
+                break
+            import time
+
+            time.sleep(0.01)
+
+        def edit(c: dict[str, Any]) -> None:
+            c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "mount"]
+            c["linux"]["namespaces"].append({"type": "mount", "path": ns})
+
+        cid = oci.create(["sleep", "100"], edit)
+        pid = oci.state(cid)["pid"]
+        assert os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink(ns)
+        assert os.path.exists(f"/proc/{pid}/root/bin/busybox")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -44,10 +44,13 @@ def test_create_start_kill_delete(oci: Oci) -> None:
     assert gone.returncode == 1 and "does not exist" in gone.stderr
 
 
-def test_delete_created_container_kills_its_init(oci: Oci) -> None:
+def test_delete_of_a_created_container_needs_force_and_kills_its_init(oci: Oci) -> None:
     cid = oci.create(["true"])
     pid = oci.state(cid)["pid"]
-    assert oci("delete", cid).returncode == 0
+    refused = oci("delete", cid)
+    assert refused.returncode == 1 and "not stopped: created" in refused.stderr
+    assert oci.state(cid)["status"] == "created"
+    assert oci("delete", "--force", cid).returncode == 0
     assert not Path(f"/proc/{pid}/stat").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 

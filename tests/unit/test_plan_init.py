@@ -31,7 +31,7 @@ def test_new_namespaces_become_clone_flags() -> None:
         new_user=False,
         enter_pid=False,
     )
-    assert not plan.joins_mount
+    assert plan.has_mount
 
 
 def test_every_namespace_kind_has_a_flag() -> None:
@@ -70,7 +70,7 @@ def test_joins_are_kept_in_order_and_not_unshared(tmp_path: Path) -> None:
     plan = namespaces(linux(Namespace("network", str(net)), Namespace("uts"), Namespace("mount", str(mnt))))
     assert plan.joins == (("network", str(net)), ("mount", str(mnt)))
     assert plan.new_flags == sc.CLONE_NEWUTS
-    assert plan.joins_mount
+    assert plan.has_mount
     assert not plan.enter_pid
 
 
@@ -116,7 +116,9 @@ def spec_at(bundle: Path, edit: Callable[[Config], object] | None = None) -> Spe
 def make_plan(
     spec: Spec, bundle: Path, opts: CreateOptions | None = None, warnings: list[str] | None = None
 ) -> InitPlan:
-    return init_plan(spec, "c1", str(bundle), 7, {}, opts or CreateOptions(), warnings or [])
+    return init_plan(
+        spec, "c1", str(bundle), 7, {}, opts or CreateOptions(), [] if warnings is None else warnings
+    )
 
 
 def test_init_plan_from_the_default_spec(bundle: Path) -> None:
@@ -191,13 +193,16 @@ def test_init_plan_rootfs_that_is_a_file(bundle: Path) -> None:
         make_plan(spec_at(bundle, lambda d: d["root"].update(path="file")), bundle)
 
 
-def test_init_plan_needs_a_mount_namespace(bundle: Path) -> None:
+def test_without_a_mount_namespace_mounts_are_skipped_with_a_warning(bundle: Path) -> None:
     def edit(d: Config) -> None:
         d["linux"]["namespaces"] = [ns for ns in d["linux"]["namespaces"] if ns["type"] != "mount"]
 
-    with pytest.raises(InvalidArgument) as info:
-        make_plan(spec_at(bundle, edit), bundle)
-    assert str(info.value).startswith("linux.namespaces: a mount namespace is required")
+    warnings: list[str] = []
+    plan = make_plan(spec_at(bundle, edit), bundle, warnings=warnings)
+    assert not plan.namespaces.has_mount
+    assert warnings == [
+        "no mount namespace: the spec's mounts are not made, the host's mount table is shared"
+    ]
 
 
 def test_init_plan_needs_a_process(bundle: Path) -> None:

@@ -134,6 +134,7 @@ class Container:
         return out
 
     def hook_state(self, status: str) -> dict[str, Any]:
+        """The state hooks read on stdin (pre-start hooks see "created", as runtime-tools expects)."""
         return state_json(self.id, status, self.record.pid, self.record.bundle, self.record.annotations)
 
     # --- transitions -------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class Container:
 
     def delete(self, force: bool = False) -> None:
         status = self.status()
-        if status in ("running", "paused") and not force:
+        if status in ("created", "running", "paused") and not force:
             raise Conflict(f"cannot delete container {self.id} that is not stopped: {status}")
         if status != "stopped":
             self._kill_all()

@@ -50,8 +50,9 @@ class NamespacePlan(Record):
     enter_pid: bool = False  # a pid namespace is new or joined: fork once more to be inside it
 
     @property
-    def joins_mount(self) -> bool:
-        return any(kind == "mount" for kind, _ in self.joins)
+    def has_mount(self) -> bool:
+        """A mount namespace of its own (new or joined): without one, no mount is made, only chroot."""
+        return bool(self.new_flags & sc.CLONE_NEWNS) or any(kind == "mount" for kind, _ in self.joins)
 
 
 class InitPlan(Record):
@@ -125,18 +126,27 @@ def container_init(
 ) -> None:
     """Run in I, pid 1 of the container: build its world, wait for `start`, exec the program."""
     os.setsid()
+    process.set_oom_score_adj(plan.process)
     if plan.new_keyring:
         _join_keyring(plan.container_id)
-    if not plan.namespaces.joins_mount:
+    if plan.namespaces.has_mount:
         _prepare_rootfs(plan)
     chan.send("hooks")
     chan.expect("hooks-done")
     _run_hooks(plan.create_container_hooks, "createContainer", state)
-    if not plan.namespaces.joins_mount:
-        rootfs.chroot_into(plan.rootfs) if plan.no_pivot else rootfs.pivot(plan.rootfs)
+    if not plan.namespaces.has_mount:
+        os.chroot(plan.rootfs)  # sharing the host's mount table: mount nothing, only change root
+        os.chdir("/")
+    elif plan.no_pivot:
+        rootfs.chroot_into(plan.rootfs)
+    else:
+        rootfs.pivot(plan.rootfs)
     if console is not None:
-        _setup_console(console, plan.process, mount_console=True)
-    _finish_rootfs(plan)
+        _setup_console(console, plan.process, mount_console=plan.namespaces.has_mount)
+    if plan.namespaces.has_mount:
+        _finish_rootfs(plan)
+    else:
+        _set_names(plan)
     path = process.finalize(plan.process, setgroups_allowed=_setgroups_allowed())
     sc.cloexec_from(3 + plan.preserve_fds)
     chan.send("ready")
@@ -147,6 +157,7 @@ def container_init(
 
 def exec_init(p: ProcessPlan, chan: Channel, console: socket.socket | None, preserve_fds: int) -> None:
     """Run in the exec'd process, already inside every namespace of the container."""
+    process.set_oom_score_adj(p)
     if p.terminal:
         os.setsid()
     if console is not None:
@@ -187,6 +198,7 @@ def _setgroups_allowed() -> bool:
 
 def _prepare_rootfs(plan: InitPlan) -> None:
     rootfs.make_private(plan.propagation)
+    rootfs.private_parent(plan.rootfs)
     rootfs.bind_root(plan.rootfs)
     has_devpts = False
     for op in plan.mounts:
@@ -198,11 +210,18 @@ def _prepare_rootfs(plan: InitPlan) -> None:
     rootfs.setup_dev(plan.rootfs, plan.devices, bind_only=in_userns, has_devpts=has_devpts)
 
 
-def _finish_rootfs(plan: InitPlan) -> None:
+def _set_names(plan: InitPlan) -> None:
     if plan.hostname:
         sc.sethostname(plan.hostname)
     if plan.domainname:
         sc.setdomainname(plan.domainname)
+    if plan.personality is not None:
+        sc.personality(plan.personality)
+
+
+def _finish_rootfs(plan: InitPlan) -> None:
+    _set_names(plan)
+    rootfs.reapply_propagation(plan.propagation)
     rootfs.write_sysctls(plan.sysctl)
     for path in plan.readonly_paths:
         rootfs.readonly_path(path)
@@ -210,8 +229,6 @@ def _finish_rootfs(plan: InitPlan) -> None:
         rootfs.mask_path(path)
     if plan.readonly_root:
         rootfs.readonly_root()
-    if plan.personality is not None:
-        sc.personality(plan.personality)
 
 
 def _setup_console(console: socket.socket, p: ProcessPlan, mount_console: bool) -> None:

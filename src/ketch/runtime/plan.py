@@ -50,8 +50,10 @@ def init_plan(
     if not os.path.isdir(root):
         raise NotFound(f"root.path: rootfs {root} does not exist")
     linux = spec.linux
-    if linux.namespace("mount") is None:
-        raise InvalidArgument("linux.namespaces: a mount namespace is required")
+    if linux.namespace("mount") is None and spec.mounts:
+        warnings.append(
+            "no mount namespace: the spec's mounts are not made, the host's mount table is shared"
+        )
     return InitPlan(
         container_id=container_id,
         rootfs=os.path.realpath(root),

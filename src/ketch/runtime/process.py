@@ -213,6 +213,13 @@ def finalize(p: ProcessPlan, setgroups_allowed: bool) -> str:
 
     for res, soft, hard in p.rlimits:
         resource.setrlimit(res, (soft, hard))
+    try:  # as root, before seccomp: a profile may deny getcwd(2), a user may lack search rights
+        os.chdir(p.cwd)
+    except OSError as exc:
+        raise SetupFailed(
+            f"chdir to cwd ({p.cwd!r}) set in config.json failed: {exc.strerror}", exc.errno
+        ) from exc
+    _check_cwd_inside()
     if p.no_new_privs:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     else:
@@ -223,13 +230,6 @@ def finalize(p: ProcessPlan, setgroups_allowed: bool) -> str:
     if p.caps is not None:
         _apply_caps(p.caps, p.last_cap)
     os.umask(p.umask)
-    try:
-        os.chdir(p.cwd)
-    except OSError as exc:
-        raise SetupFailed(
-            f"chdir to cwd ({p.cwd!r}) set in config.json failed: {exc.strerror}", exc.errno
-        ) from exc
-    _check_cwd_inside()
     return lookup(p.args[0], p.env)
 
 

@@ -275,6 +275,24 @@ def make_private(propagation: str) -> None:
     sc.mount(None, "/", None, flags | sc.MS_REC)
 
 
+def private_parent(root: str) -> None:
+    """Make the mount holding the rootfs private: pivot_root(2) refuses a shared parent, and an
+    unbindable one (rootfsPropagation "unbindable") would refuse the bind below."""
+    best = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if (root == point or root.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best = point
+    sc.mount(None, best, None, sc.MS_PRIVATE)
+
+
+def reapply_propagation(propagation: str) -> None:
+    """After pivot_root the root is a new mount: give it the propagation the spec asked for."""
+    if propagation:
+        sc.mount(None, "/", None, _PROPAGATION[propagation])
+
+
 def bind_root(root: str) -> None:
     """Make the rootfs a mount point of its own, with a private parent, as pivot_root(2) needs."""
     sc.mount(root, root, None, sc.MS_BIND | sc.MS_REC)

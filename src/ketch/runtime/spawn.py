@@ -118,7 +118,7 @@ def start_init(
     try:
         shake.proceed(state_for(shake.pid, "created"))
         shake.chan.expect("hooks")
-        run_hooks(state_for(shake.pid, "creating"))
+        run_hooks(state_for(shake.pid, "created"))
         shake.chan.send("hooks-done")
         shake.chan.expect("ready")
         shake.chan.close()
