@@ -61,6 +61,19 @@ COMMANDS: dict[str, tuple[Flag, ...]] = {
     "list": (Flag("format", "f", value=True, default="table"), Flag("quiet", "q")),
     "pause": (),
     "resume": (),
+    "update": (
+        Flag("resources", "r", value=True, help="linux.resources JSON file ('-' for stdin)"),
+        Flag("memory", value=True),
+        Flag("memory-swap", value=True),
+        Flag("memory-reservation", value=True),
+        Flag("cpu-shares", value=True),
+        Flag("cpu-quota", value=True),
+        Flag("cpu-period", value=True),
+        Flag("cpuset-cpus", value=True),
+        Flag("cpuset-mems", value=True),
+        Flag("pids-limit", value=True),
+        Flag("blkio-weight", value=True),
+    ),
     "features": (),
     "spec": (Flag("bundle", "b", value=True, default="."), Flag("rootless")),
 }
@@ -384,6 +397,61 @@ def cmd_resume(root: str, cmd: Parsed, log: Log) -> int:
     return _locked(root, cmd, "resume", lambda c: c.resume())
 
 
+_UPDATE_FLAGS = (
+    ("memory", "memory", "limit"), ("memory-swap", "memory", "swap"), ("memory-reservation", "memory", "reservation"),
+    ("cpu-shares", "cpu", "shares"), ("cpu-quota", "cpu", "quota"), ("cpu-period", "cpu", "period"),
+    ("pids-limit", "pids", "limit"), ("blkio-weight", "blockIO", "weight"),
+)  # fmt: skip
+
+
+def _size(text: str, flag: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    raw = text.strip().lower().rstrip("b")
+    scale = units.get(raw[-1:], 1)
+    try:
+        return int(raw[:-1] if scale != 1 else raw) * scale
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"--{flag}: expected a number (k, m, g suffixes allowed), got {text!r}"
+        ) from exc
+
+
+def _update_resources(cmd: Parsed) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if cmd.string("resources"):
+        source = cmd.string("resources")
+        try:
+            if source == "-":
+                raw = sys.stdin.read()
+            else:
+                with open(source) as f:
+                    raw = f.read()
+            resources = json.loads(raw)
+        except OSError as exc:
+            raise InvalidArgument(f"--resources {source}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise InvalidArgument(f"--resources {source}: not valid JSON: {exc}") from exc
+        if not isinstance(resources, dict):
+            raise InvalidArgument(f"--resources {source}: expected a JSON object")
+    for flag, section, key in _UPDATE_FLAGS:
+        if cmd.string(flag):
+            resources.setdefault(section, {})[key] = _size(cmd.string(flag), flag)
+    for flag in ("cpuset-cpus", "cpuset-mems"):
+        if cmd.string(flag):
+            resources.setdefault("cpu", {})[flag.split("-")[1]] = cmd.string(flag)
+    return resources
+
+
+def cmd_update(root: str, cmd: Parsed, log: Log) -> int:
+    resources = _update_resources(cmd)
+
+    def update(ctr: Any) -> None:
+        for warning in ctr.update(resources):
+            log.write("warning", warning)
+
+    return _locked(root, cmd, "update", update)
+
+
 def cmd_features(root: str, cmd: Parsed, log: Log) -> int:
     from ketch.runtime.specgen import features
 
@@ -415,6 +483,7 @@ VERBS: dict[str, Callable[[str, Parsed, Log], int]] = {
     "list": cmd_list,
     "pause": cmd_pause,
     "resume": cmd_resume,
+    "update": cmd_update,
     "features": cmd_features,
     "spec": cmd_spec,
 }

@@ -10,8 +10,9 @@ import errno
 import os
 import signal
 import time
+from typing import Any
 
-from ketch.errors import InvalidArgument, SetupFailed
+from ketch.errors import InvalidArgument, SetupFailed, Unsupported
 from ketch.record import Record
 
 
@@ -64,9 +65,58 @@ class Cgroup(Record):
     def create(self) -> None:
         for name, d in self.dirs.items():
             try:
-                _mkdirs(d, inherit_cpuset=name == "cpuset")
+                if self.is_v2:
+                    _enable_controllers(d[: len(d) - len(self.path)], self.path)
+                _mkdirs(d, inherit_cpuset="cpuset" in name.split(","))
             except OSError as exc:
                 raise SetupFailed(f"cannot create cgroup {d}: {exc.strerror}", exc.errno) from exc
+
+    @property
+    def is_v2(self) -> bool:
+        return list(self.dirs) == [""]
+
+    def dir_of(self, controller: str, field: str) -> str:
+        """The directory of the hierarchy that holds `controller` ("cpu" is in "cpu,cpuacct")."""
+        if self.is_v2:
+            return self.dirs[""]
+        for name, d in self.dirs.items():
+            if controller in name.split(","):
+                return d
+        raise Unsupported(f"{field}: the {controller} cgroup controller is not available on this host")
+
+    def apply(self, resources: dict[str, Any]) -> list[str]:
+        """Write the spec's resources; returns warnings for what this host only partly honours."""
+        from ketch.runtime import resources as res
+
+        writes = res.v2_writes(resources) if self.is_v2 else res.v1_writes(resources)
+        warnings = []
+        if self.is_v2 and resources.get("devices"):
+            warnings.append(
+                "linux.resources.devices: the cgroup v2 device filter (eBPF) is not implemented yet"
+            )
+        retry = []
+        for w in writes:
+            try:
+                self._write(w)
+            except InvalidArgument:
+                if not w.file.startswith("memory."):
+                    raise
+                retry.append(w)  # a memory limit above memsw (or below usage) may pass once the rest is set
+        for w in retry:
+            self._write(w)
+        return warnings
+
+    def _write(self, w: Any) -> None:
+        path = os.path.join(self.dir_of(w.controller, w.field), w.file)
+        try:
+            with open(path, "w") as f:
+                f.write(w.value)
+        except FileNotFoundError as exc:
+            raise Unsupported(f"{w.field}: {w.file} is not available on this host") from exc
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ERANGE, errno.EBUSY):
+                raise InvalidArgument(f"{w.field}: the kernel refused {w.value!r} for {w.file}") from exc
+            raise SetupFailed(f"{w.field}: writing {w.file}: {exc.strerror}", exc.errno) from exc
 
     def add(self, pid: int) -> None:
         for d in self.dirs.values():
@@ -144,6 +194,26 @@ def _mkdirs(path: str, inherit_cpuset: bool) -> None:
         for key in ("cpuset.cpus", "cpuset.mems"):
             with open(os.path.join(parent, key)) as src, open(os.path.join(path, key), "w") as dst:
                 dst.write(src.read().strip())
+
+
+def _enable_controllers(root: str, path: str) -> None:
+    """On v2 a controller works in a cgroup only if every ancestor lists it in cgroup.subtree_control."""
+    d = root
+    for part in ["", *path.strip("/").split("/")[:-1]]:
+        d = os.path.join(d, part) if part else d
+        if not os.path.isdir(d):
+            os.mkdir(d)
+        try:
+            with open(os.path.join(d, "cgroup.controllers")) as f:
+                available = f.read().split()
+            with open(os.path.join(d, "cgroup.subtree_control")) as f:
+                enabled = set(f.read().split())
+        except FileNotFoundError:  # not a cgroup2 directory (a test's fixture tree)
+            continue
+        wanted = [c for c in available if c not in enabled]
+        if wanted:
+            with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
+                f.write(" ".join("+" + c for c in wanted))
 
 
 def _read_pids(d: str) -> list[int]:

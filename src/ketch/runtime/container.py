@@ -214,6 +214,13 @@ class Container:
             raise Conflict(f"cannot resume a container that is {status}")
         self.cgroup.freeze(False)
 
+    def update(self, resources: dict[str, Any]) -> list[str]:
+        """Change the limits of a live container; returns warnings."""
+        status = self.status()
+        if status not in ("created", "running", "paused"):
+            raise Conflict(f"cannot update a container that is {status}")
+        return self.cgroup.apply(resources)
+
     def processes(self) -> list[int]:
         return sorted(self.cgroup.pids())
 

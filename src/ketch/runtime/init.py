@@ -147,8 +147,8 @@ def container_init(
         _finish_rootfs(plan)
     else:
         _set_names(plan)
+    sc.cloexec_from(3 + plan.preserve_fds)  # before seccomp, which may deny close_range(2)
     path = process.finalize(plan.process, setgroups_allowed=_setgroups_allowed())
-    sc.cloexec_from(3 + plan.preserve_fds)
     chan.send("ready")
     chan.close()
     _wait_for_start(plan.fifo_fd)
@@ -162,8 +162,8 @@ def exec_init(p: ProcessPlan, chan: Channel, console: socket.socket | None, pres
         os.setsid()
     if console is not None:
         _setup_console(console, p, mount_console=False)
-    path = process.finalize(p, setgroups_allowed=_setgroups_allowed())
     sc.cloexec_from(3 + preserve_fds)
+    path = process.finalize(p, setgroups_allowed=_setgroups_allowed())
     chan.send("ready")
     chan.close()
     _after_start(p, path, (), {})

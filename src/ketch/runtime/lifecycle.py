@@ -64,6 +64,7 @@ def create(
         ip = plan.init_plan(spec, container_id, bundle, fifo_fd, cgroup.dirs, opts, warnings)
         rec.rootfs = ip.rootfs
         cgroup.create()
+        warnings.extend(cgroup.apply(spec.linux.resources))
         if console is None and io.console_socket:
             console = connect_console(io.console_socket)
 

@@ -1,0 +1,89 @@
+"""linux.resources on the real cgroup hierarchy: limits are written, seen from inside, and updated live."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Oci
+
+from ketch.runtime.cgroups import hierarchies
+
+pytestmark = pytest.mark.root
+
+V2 = list(hierarchies()) == [""]
+
+
+def edit_resources(resources: dict[str, Any]) -> Any:
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["resources"] = resources
+
+    return edit
+
+
+def cgroup_file(oci: Oci, cid: str, controller: str, v1: str, v2: str) -> str:
+    state = json.loads((oci.root / cid / "state.json").read_text())
+    dirs = state["cgroup_dirs"]
+    d = dirs[""] if V2 else next(v for k, v in dirs.items() if controller in k.split(","))
+    return (Path(d) / (v2 if V2 else v1)).read_text().strip()
+
+
+def test_limits_are_visible_inside_the_container(oci: Oci) -> None:
+    resources = {
+        "memory": {"limit": 64 << 20},
+        "pids": {"limit": 12},
+        "cpu": {"quota": 50000, "period": 100000},
+    }
+    if V2:
+        script = "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max"
+        expected = [str(64 << 20), "12", "50000", "100000"]
+    else:
+        script = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
+                  "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # fmt: skip
+        expected = [str(64 << 20), "12", "50000"]
+    out = oci.run(["sh", "-c", script], edit_resources(resources), check=True).stdout.split()
+    assert out == expected
+
+
+def test_pids_limit_stops_a_fork_loop(oci: Oci) -> None:
+    # builtins only after the loop: with the limit reached, nothing else can fork
+    count = "/sys/fs/cgroup/pids.current" if V2 else "/sys/fs/cgroup/pids/pids.current"
+    script = f"(for i in $(seq 1 30); do sleep 5 & done); read n < {count}; echo $n; kill -9 -1; exit 0"
+    proc = oci.run(["sh", "-c", script], edit_resources({"pids": {"limit": 8}}))
+    # the subshell that forked stopped at the limit (8 with it), then exited: 7 remain of the 31 asked
+    assert proc.stdout.split() == ["7"], proc.stderr
+    assert "can't fork" in proc.stderr or "Resource temporarily unavailable" in proc.stderr
+
+
+def test_device_rules_deny_what_the_spec_denies(oci: Oci) -> None:
+    if V2:
+        pytest.skip("the cgroup v2 device filter (eBPF) is not implemented yet")
+
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["devices"] = [
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666}
+        ]
+
+    proc = oci.run(["sh", "-c", "cat /dev/fuse; echo rc=$?; echo ok > /dev/null && echo null-works"], edit)
+    assert "Operation not permitted" in proc.stderr
+    assert "rc=1" in proc.stdout and "null-works" in proc.stdout
+
+
+def test_update_changes_limits_live(oci: Oci, tmp_path: Path) -> None:
+    cid = oci.create(["sleep", "100"], edit_resources({"pids": {"limit": 10}}))
+    oci("start", cid, check=True)
+    assert cgroup_file(oci, cid, "pids", "pids.max", "pids.max") == "10"
+    oci("update", "--pids-limit", "20", cid, check=True)
+    assert cgroup_file(oci, cid, "pids", "pids.max", "pids.max") == "20"
+    (tmp_path / "r.json").write_text(json.dumps({"memory": {"limit": 100 << 20}}))
+    oci("update", "--resources", str(tmp_path / "r.json"), cid, check=True)
+    assert cgroup_file(oci, cid, "memory", "memory.limit_in_bytes", "memory.max") == str(100 << 20)
+
+
+def test_a_limit_the_kernel_refuses_fails_create_naming_the_field(oci: Oci) -> None:
+    proc = oci.run(["true"], edit_resources({"cpu": {"cpus": "999999"}}))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("ketch-oci: linux.resources.cpu.cpus:"), proc.stderr
+    assert not (oci.root / oci.ids[-1]).exists()
