@@ -53,12 +53,16 @@ def make_bundle(where: Path) -> Path:
 
 
 def timed(cmd: list[str]) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          check=False)  # fmt: skip
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.decode().strip()}")
+    """Milliseconds for one command; stderr goes to a file, as a created container keeps its stdio."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, check=False
+        )
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed: {err.read().decode().strip()}")
     return elapsed * 1000
 
 
@@ -69,7 +73,10 @@ def one_round(rt: str, root: str, bundle: Path, n: int) -> dict[str, float]:
     out["create"] = timed([*base, "create", "--bundle", str(bundle), cid])
     out["start"] = timed([*base, "start", cid])
     deadline = time.monotonic() + 10
-    while json.loads(subprocess.run([*base, "state", cid], capture_output=True, check=True).stdout)["status"] != "stopped":
+    while (
+        json.loads(subprocess.run([*base, "state", cid], capture_output=True, check=True).stdout)["status"]
+        != "stopped"
+    ):
         if time.monotonic() > deadline:
             raise SystemExit(f"{rt}: container {cid} did not stop")
         time.sleep(0.001)
@@ -91,12 +98,16 @@ def main() -> int:
     runtimes = {name: path for name in wanted if (path := find_runtime(name))}
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")], check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
+    # state roots on /run (tmpfs, as runc's and ketch-oci's defaults are); the bundle on /tmp
+    with (
+        tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="ketch-bench-", dir="/run") as run_root,
+    ):
         bundle = make_bundle(Path(tmp))
         samples: dict[str, dict[str, list[float]]] = {n: {} for n in runtimes}
         for i in range(args.runs + 2):
             for name, path in runtimes.items():
-                result = one_round(path, f"{tmp}/state-{name}", bundle, i)
+                result = one_round(path, f"{run_root}/state-{name}", bundle, i)
                 if i >= 2:  # two warm-up rounds
                     for key, ms in result.items():
                         samples[name].setdefault(key, []).append(ms)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
+from ketch import jsonio
 from ketch.cli.args import Flag, Parsed, parse, usage
 from ketch.errors import InvalidArgument, KetchError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 DEFAULT_ROOT = "/run/ketch-oci"
 
@@ -93,7 +96,9 @@ class Log:
             import time
 
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            line = json.dumps({"level": level, "msg": msg, "time": stamp}) if self.json else f"{level}: {msg}"
+            line = (
+                jsonio.dumps({"level": level, "msg": msg, "time": stamp}) if self.json else f"{level}: {msg}"
+            )
             try:
                 with open(self.path, "a") as f:
                     f.write(line + "\n")
@@ -225,7 +230,7 @@ def cmd_run(root: str, cmd: Parsed, log: Log) -> int:
 def _wants_terminal(bundle: str) -> bool:
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            return bool(json.load(f).get("process", {}).get("terminal"))
+            return bool(jsonio.loads(f.read()).get("process", {}).get("terminal"))
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -244,7 +249,7 @@ def cmd_start(root: str, cmd: Parsed, log: Log) -> int:
 
 
 def cmd_state(root: str, cmd: Parsed, log: Log) -> int:
-    print(json.dumps(_runtime(root).load(_one_id(cmd, "state")).state(), indent=2))
+    print(jsonio.dumps(_runtime(root).load(_one_id(cmd, "state")).state(), indent=2))
     return 0
 
 
@@ -313,7 +318,7 @@ def _exec_process(ctr: Any, cmd: Parsed) -> Any:
     if cmd.string("process"):
         try:
             with open(cmd.string("process"), "rb") as f:
-                return Process.from_json(json.load(f))
+                return Process.from_json(jsonio.loads(f.read()))
         except OSError as exc:
             raise InvalidArgument(f"--process {cmd.string('process')}: {exc.strerror}") from exc
         except ValueError as exc:
@@ -353,7 +358,7 @@ def cmd_ps(root: str, cmd: Parsed, log: Log) -> int:
     ctr = _runtime(root).load(_one_id(cmd, "ps", extra=99))
     pids = ctr.processes()
     if cmd.string("format") == "json":
-        print(json.dumps(pids))
+        print(jsonio.dumps(pids))
         return 0
     import subprocess
 
@@ -377,7 +382,7 @@ def cmd_list(root: str, cmd: Parsed, log: Log) -> int:
         return 0
     states = [c.state() for c in containers]
     if cmd.string("format") == "json":
-        print(json.dumps(states))
+        print(jsonio.dumps(states))
         return 0
     rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
     rows += [
@@ -426,7 +431,7 @@ def _update_resources(cmd: Parsed) -> dict[str, Any]:
             else:
                 with open(source) as f:
                     raw = f.read()
-            resources = json.loads(raw)
+            resources = jsonio.loads(raw)
         except OSError as exc:
             raise InvalidArgument(f"--resources {source}: {exc.strerror}") from exc
         except ValueError as exc:
@@ -455,7 +460,7 @@ def cmd_update(root: str, cmd: Parsed, log: Log) -> int:
 def cmd_features(root: str, cmd: Parsed, log: Log) -> int:
     from ketch.runtime.specgen import features
 
-    print(json.dumps(features(), indent=2))
+    print(jsonio.dumps(features(), indent=2))
     return 0
 
 
@@ -467,7 +472,7 @@ def cmd_spec(root: str, cmd: Parsed, log: Log) -> int:
     if os.path.exists(path):
         raise AlreadyExists(f"File {path} exists. Remove it first")
     with open(path, "w") as f:
-        json.dump(default_spec(cmd.boolean("rootless")), f, indent="\t")
+        f.write(jsonio.dumps(default_spec(cmd.boolean("rootless")), indent="\t"))
     return 0
 
 

@@ -11,8 +11,44 @@ import ctypes
 import errno
 import functools
 import os
-from collections.abc import Sequence
-from typing import Any, Protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the protocols only type the inputs; typing is not imported at run time
+    from collections.abc import Sequence
+    from typing import Any, Protocol
+
+    class ArgConditionLike(Protocol):
+        """One comparison on a syscall argument (libseccomp ``struct scmp_arg_cmp``)."""
+
+        @property
+        def index(self) -> int: ...
+        @property
+        def op(self) -> int: ...
+        @property
+        def value(self) -> int: ...
+        @property
+        def value_two(self) -> int: ...
+
+    class RuleLike(Protocol):
+        """``action`` (a SCMP_ACT_* word) for ``syscall`` when every condition holds."""
+
+        @property
+        def syscall(self) -> str: ...
+        @property
+        def action(self) -> int: ...
+        @property
+        def conditions(self) -> Sequence[ArgConditionLike]: ...
+
+    class FilterLike(Protocol):
+        """A filter: default SCMP_ACT_* word, SCMP_ARCH_* tokens to add to the native one, rules."""
+
+        @property
+        def default_action(self) -> int: ...
+        @property
+        def architectures(self) -> Sequence[int]: ...
+        @property
+        def rules(self) -> Sequence[RuleLike]: ...
+
 
 # enum scmp_filter_attr
 _FLTATR_CTL_NNP = 3
@@ -41,41 +77,6 @@ _SYS_SECCOMP = {
 }
 
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-class ArgConditionLike(Protocol):
-    """One comparison on a syscall argument (libseccomp ``struct scmp_arg_cmp``)."""
-
-    @property
-    def index(self) -> int: ...
-    @property
-    def op(self) -> int: ...
-    @property
-    def value(self) -> int: ...
-    @property
-    def value_two(self) -> int: ...
-
-
-class RuleLike(Protocol):
-    """``action`` (a SCMP_ACT_* word) for ``syscall`` when every condition holds."""
-
-    @property
-    def syscall(self) -> str: ...
-    @property
-    def action(self) -> int: ...
-    @property
-    def conditions(self) -> Sequence[ArgConditionLike]: ...
-
-
-class FilterLike(Protocol):
-    """A filter: default SCMP_ACT_* word, SCMP_ARCH_* tokens to add to the native one, rules."""
-
-    @property
-    def default_action(self) -> int: ...
-    @property
-    def architectures(self) -> Sequence[int]: ...
-    @property
-    def rules(self) -> Sequence[RuleLike]: ...
 
 
 class _ArgCmp(ctypes.Structure):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
-from typing import Any
 
 from ketch.errors import InvalidArgument, SetupFailed, Unsupported
 from ketch.record import Record
+from ketch.runtime.signals import SIGKILL
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
@@ -133,7 +136,7 @@ class Cgroup(Record):
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self.dirs.values())
 
-    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+    def kill_all(self, sig: int = SIGKILL) -> None:
         for pid in self.pids():
             try:
                 os.kill(pid, sig)

@@ -7,25 +7,23 @@ container whose init is gone is stopped, whatever the file last said.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import json
 import os
-import re
-import shutil
-import signal
-import socket
 import time
-from collections.abc import Iterator
-from typing import Any
 
+from ketch import jsonio
 from ketch.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, SetupFailed
 from ketch.oci.runtime import Spec, state_json, validate
 from ketch.record import Record, field
-from ketch.runtime import hooks
+from ketch.runtime import signals
 from ketch.runtime.cgroups import Cgroup, container_path
 
-_ID = re.compile(r"^[\w+\-.]+$")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
+
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 STATE = "state.json"
 FIFO = "exec.fifo"
 
@@ -72,7 +70,7 @@ def start_time(pid: int) -> int | None:
 
 
 def check_id(container_id: str) -> None:
-    if not container_id or not _ID.match(container_id) or container_id in (".", ".."):
+    if not container_id or not _ID_CHARS.issuperset(container_id) or container_id in (".", ".."):
         raise InvalidArgument(
             f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-', '.'"
         )
@@ -82,7 +80,7 @@ def load_spec(bundle: str) -> tuple[Spec, dict[str, Any]]:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            raw = json.load(f)
+            raw = jsonio.loads(f.read())
     except FileNotFoundError as exc:
         raise NotFound(f"config.json not found in bundle {bundle}") from exc
     except ValueError as exc:
@@ -111,7 +109,7 @@ class Container:
         return Cgroup(self.record.cgroup_path, dict(self.record.cgroup_dirs))
 
     def save(self) -> None:
-        atomic_write(os.path.join(self.dir, STATE), json.dumps(self.record.to_dict()).encode())
+        atomic_write(os.path.join(self.dir, STATE), jsonio.dumps(self.record.to_dict()).encode())
 
     def init_alive(self) -> bool:
         rec = self.record
@@ -153,12 +151,7 @@ class Container:
         finally:
             os.close(fd)
             os.unlink(fifo)
-        try:
-            hooks.run(self.spec.hooks["poststart"], "poststart", self.hook_state("running"))
-        except SetupFailed as exc:
-            import sys
-
-            sys.stderr.write(f"ketch-oci: warning: {exc}\n")
+        self._run_hooks("poststart", "running")
 
     def signal(self, sig: int, all_processes: bool = False) -> None:
         status = self.status()
@@ -170,7 +163,7 @@ class Container:
         pidfd = os.pidfd_open(self.record.pid)
         try:
             if self.init_alive():
-                signal.pidfd_send_signal(pidfd, sig)
+                signals.pidfd_send(pidfd, sig)
         finally:
             os.close(pidfd)
 
@@ -182,13 +175,21 @@ class Container:
             self._kill_all()
         self.cgroup.remove()
         if status != "creating":
-            try:
-                hooks.run(self.spec.hooks["poststop"], "poststop", self.hook_state("stopped"))
-            except SetupFailed as exc:
-                import sys
+            self._run_hooks("poststop", "stopped")
+        remove_tree(self.dir)
 
-                sys.stderr.write(f"ketch-oci: warning: {exc}\n")
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def _run_hooks(self, kind: str, status: str) -> None:
+        """poststart and poststop hooks: a failure is a warning, the lifecycle goes on (spec)."""
+        if not (self.record.config.get("hooks") or {}).get(kind):
+            return
+        from ketch.runtime import hooks
+
+        try:
+            hooks.run(self.spec.hooks[kind], kind, self.hook_state(status))
+        except SetupFailed as exc:
+            import sys
+
+            sys.stderr.write(f"ketch-oci: warning: {exc}\n")
 
     def _kill_all(self) -> None:
         cg = self.cgroup
@@ -196,7 +197,7 @@ class Container:
             cg.kill_all()
             cg.freeze(False)
         if self.init_alive():
-            os.kill(self.record.pid, signal.SIGKILL)
+            os.kill(self.record.pid, signals.SIGKILL)
         cg.kill_all()
         deadline = time.monotonic() + 10
         while self.init_alive() and time.monotonic() < deadline:
@@ -239,7 +240,7 @@ class Runtime:
         path = os.path.join(self._dir(container_id), STATE)
         try:
             with open(path, "rb") as f:
-                data = json.load(f)
+                data = jsonio.loads(f.read())
         except FileNotFoundError as exc:
             raise NotFound(f"container {container_id} does not exist") from exc
         return Container(self.root, StateRecord(**data))
@@ -251,22 +252,15 @@ class Runtime:
             return []
         found = []
         for name in names:
-            with contextlib.suppress(NotFound, InvalidArgument, ValueError, TypeError):
+            try:
                 found.append(self.load(name))
+            except (NotFound, InvalidArgument, ValueError, TypeError):
+                continue  # a create in progress, or not a container directory
         return found
 
-    @contextlib.contextmanager
-    def lock(self, container_id: str) -> Iterator[None]:
+    def lock(self, container_id: str) -> Lock:
         """Serialise commands on one container (flock on its directory)."""
-        try:
-            fd = os.open(self._dir(container_id), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise NotFound(f"container {container_id} does not exist") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return Lock(self._dir(container_id), container_id)
 
     def reserve(self, container_id: str) -> str:
         path = self._dir(container_id)
@@ -279,7 +273,7 @@ class Runtime:
 
     def force_delete_partial(self, container_id: str) -> None:
         """delete --force of a state dir without a readable state.json (a create killed early)."""
-        shutil.rmtree(self._dir(container_id), ignore_errors=True)
+        remove_tree(self._dir(container_id))
 
 
 def now_rfc3339() -> str:
@@ -288,6 +282,8 @@ def now_rfc3339() -> str:
 
 
 def connect_console(path: str) -> socket.socket:
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -299,3 +295,43 @@ def connect_console(path: str) -> socket.socket:
 
 def cgroup_for(spec: Spec, container_id: str) -> Cgroup:
     return Cgroup.at(container_path(spec.linux.cgroups_path, container_id))
+
+
+class Lock:
+    """An exclusive flock on a directory, held for a `with` block."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path, self.name, self.fd = path, name, -1
+
+    def __enter__(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise NotFound(f"container {self.name} does not exist") from exc
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        os.close(self.fd)
+
+
+def remove_tree(path: str) -> None:
+    """rm -rf for a state directory (shutil costs an import on every command)."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(entry.path)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
+from ketch import jsonio
 from ketch.errors import SetupFailed
 from ketch.oci.runtime import Hook
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def run(hooks: tuple[Hook, ...], kind: str, state: dict[str, Any]) -> None:
@@ -15,7 +17,7 @@ def run(hooks: tuple[Hook, ...], kind: str, state: dict[str, Any]) -> None:
         return
     import subprocess
 
-    payload = json.dumps(state).encode()
+    payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks):
         argv = list(hook.args) or [hook.path]
         env = dict(e.split("=", 1) for e in hook.env if "=" in e)

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import struct
 import sys
 import termios
 from collections.abc import Callable
-from typing import Any
 
 from ketch.linux import syscalls as sc
 from ketch.oci.runtime import Device, Hook
@@ -38,6 +36,11 @@ from ketch.runtime import process, rootfs
 from ketch.runtime.channel import Channel, send_fd
 from ketch.runtime.process import ProcessPlan
 from ketch.runtime.rootfs import MountOp
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
 
 # order of setns(2) calls; user first so the others are joined with its privileges
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")

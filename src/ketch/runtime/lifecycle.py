@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-from typing import Any
 
 from ketch.errors import Conflict
 from ketch.linux import syscalls as sc
 from ketch.oci.runtime import Process
 from ketch.record import Record
-from ketch.runtime import hooks, plan, spawn
+from ketch.runtime import plan, signals, spawn
 from ketch.runtime.container import (
     FIFO,
     Container,
@@ -22,8 +19,14 @@ from ketch.runtime.container import (
     connect_console,
     load_spec,
     now_rfc3339,
+    remove_tree,
     start_time,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
 
 
 class Stdio(Record):
@@ -69,8 +72,11 @@ def create(
             console = connect_console(io.console_socket)
 
         def run_hooks(state: dict[str, Any]) -> None:
-            hooks.run(spec.hooks["prestart"], "prestart", state)
-            hooks.run(spec.hooks["createRuntime"], "createRuntime", state)
+            if spec.hooks["prestart"] or spec.hooks["createRuntime"]:
+                from ketch.runtime import hooks
+
+                hooks.run(spec.hooks["prestart"], "prestart", state)
+                hooks.run(spec.hooks["createRuntime"], "createRuntime", state)
 
         def state_for(pid: int, status: str) -> dict[str, Any]:
             rec.pid = pid
@@ -95,16 +101,14 @@ def create(
 def _undo_create(ctr: Container) -> None:
     if ctr.record.pid and start_time(ctr.record.pid) is not None:
         try:
-            os.kill(ctr.record.pid, signal.SIGKILL)
+            os.kill(ctr.record.pid, signals.SIGKILL)
         except ProcessLookupError:
             pass
     ctr.record.status = "creating"
     try:
         ctr.delete(force=True)
     except Exception:
-        import shutil
-
-        shutil.rmtree(ctr.dir, ignore_errors=True)
+        remove_tree(ctr.dir)
 
 
 def exec_process(
@@ -141,9 +145,8 @@ def become_subreaper() -> None:
 def wait_exit(pid: int, forward: bool = True) -> int:
     """Wait for `pid`, forwarding the signals we get to it; returns a shell-style exit status."""
     if forward:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                    signal.SIGWINCH):  # fmt: skip
-            signal.signal(sig, lambda s, _f: _forward(pid, s))
+        for sig in signals.FORWARDED:
+            signals.handle(sig, lambda s, _f: _forward(pid, s))
     while True:
         try:
             got, status = os.waitpid(-1, 0)

@@ -7,12 +7,14 @@ writes all go to the one unified directory (controller "").
 
 from __future__ import annotations
 
-from typing import Any
-
 from ketch.errors import InvalidArgument, Unsupported
 from ketch.record import Record
 
-Json = dict[str, Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    Json = dict[str, Any]
 ROOT = "linux.resources"
 
 # runc's default device rules: what every container may use whatever the spec denies

@@ -6,10 +6,7 @@ See runtime/init.py for the diagram. The parent must be single-threaded when it 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 from collections.abc import Callable
-from typing import Any
 
 from ketch.errors import SetupFailed
 from ketch.oci.runtime import IDMapping
@@ -17,6 +14,12 @@ from ketch.runtime import init
 from ketch.runtime.channel import Channel
 from ketch.runtime.init import InitPlan, NamespacePlan
 from ketch.runtime.process import ProcessPlan
+from ketch.runtime.signals import SIGKILL
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
 
 
 def _write_map(pid: int, kind: str, mappings: tuple[IDMapping, ...]) -> None:
@@ -47,7 +50,7 @@ def _reap(pid: int) -> None:
 
 def _kill(pid: int) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, SIGKILL)
     except ProcessLookupError:
         pass
 
