@@ -398,16 +398,6 @@ def test_v1_applies_only_what_the_spec_sets(tmp_path: Path) -> None:
     )
 
 
-MISSING_FILE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: cgroups.py:112 opens the target with open(path, 'w') (O_CREAT): on a plain directory the "
-    "missing file is silently created, and on cgroupfs (kernfs has no create op) O_CREAT of a missing file "
-    "fails with EACCES -> SetupFailed 'Permission denied'; the FileNotFoundError -> Unsupported branch "
-    "(cgroups.py:114-115) is only reached when the whole directory is missing. runc opens O_WRONLY|O_TRUNC.",
-)
-
-
-@MISSING_FILE_BUG
 @pytest.mark.parametrize(
     ("resources", "field", "file", "hierarchy"),
     [
@@ -551,7 +541,6 @@ def test_v2_without_device_rules_no_warning(tmp_path: Path, devices: Any) -> Non
     assert build_v2(tmp_path).apply({"devices": devices}) == []
 
 
-@MISSING_FILE_BUG
 @pytest.mark.parametrize(
     ("resources", "field", "file"),
     [
@@ -770,11 +759,6 @@ def test_create_then_apply_on_v2(tmp_path: Path) -> None:
 # --- bugs ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:185 builds hugetlb.<pageSize>.max from an unchecked pageSize and "
-    "cgroups.py:110 joins it to the cgroup directory: '2MB/../../escape' writes outside the cgroup",
-)
 def test_hugetlb_page_size_cannot_escape_the_cgroup(tmp_path: Path) -> None:
     cg = build_v2(tmp_path)
     leaf = Path(cg.dirs[""])

@@ -878,11 +878,6 @@ def test_v2_errors(resources: Json, exc: type[Exception], message: str) -> None:
 # --- bugs ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:182-185 puts hugepageLimits[].pageSize into the file name unchecked "
-    "(unified keys are checked for '/'); '2MB/../../x' lets apply() write outside the cgroup directory",
-)
 @pytest.mark.parametrize("mapping", [v1_writes, v2_writes], ids=["v1", "v2"])
 @pytest.mark.parametrize("page_size", ["2MB/../../escape", "1GB/x"])
 def test_hugetlb_page_size_must_be_a_size(mapping: Any, page_size: str) -> None:
@@ -890,40 +885,20 @@ def test_hugetlb_page_size_must_be_a_size(mapping: Any, page_size: str) -> None:
         mapping({"hugepageLimits": [{"pageSize": page_size, "limit": 1}]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:198 formats a missing priorities[].name or .priority as 'None' "
-    "(writes 'None 5' / 'eth0 None' to net_prio.ifpriomap) instead of refusing it",
-)
 @pytest.mark.parametrize("entry", [{"priority": 5}, {"name": "eth0"}, {"name": 7, "priority": 5}])
 def test_net_prio_needs_a_name_and_a_priority(entry: Json) -> None:
     with pytest.raises(InvalidArgument, match=r"^linux\.resources\.network\.priorities\[0\]"):
         v1_writes({"network": {"priorities": [entry]}})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:243 uses floor division, so shares 1 (which v1 accepts, clamped to 2) "
-    "maps to cpu.weight 0, which the kernel refuses (range 1..10000); C/Go truncation gives 1",
-)
 def test_shares_1_maps_to_a_valid_weight() -> None:
     assert shares_to_weight(1) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:293-294 writes cpu.weight '0' for shares 0; runc treats 0 as unset "
-    "(writes nothing) and the kernel refuses weight 0",
-)
 def test_v2_shares_0_writes_no_weight() -> None:
     assert v2_writes({"cpu": {"shares": 0}}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:313 writes the v1 blkio weight (10..1000) to io.weight (1..10000) "
-    "unconverted; runc/crun convert it with 1 + (w - 10) * 9999 / 990",
-)
 @pytest.mark.parametrize(("weight", "io_weight"), [(10, 1), (100, 910), (500, 4950), (1000, 10000)])
 def test_v2_io_weight_is_converted_from_blkio_weight(weight: int, io_weight: int) -> None:
     assert v2_writes({"blockIO": {"weight": weight}}) == [
@@ -931,20 +906,11 @@ def test_v2_io_weight_is_converted_from_blkio_weight(weight: int, io_weight: int
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:317 writes weightDevice[].weight (10..1000) to io.weight unconverted",
-)
 def test_v2_io_weight_device_is_converted_from_blkio_weight() -> None:
     resources = {"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "weight": 500}]}}
     assert v2_writes(resources) == [v2("io.weight", "8:0 4950", "blockIO.weightDevice[0]")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: resources.py:257 accepts the empty unified key; apply() then opens the cgroup "
-    "directory itself for writing and fails with SetupFailed (EISDIR)",
-)
 def test_v2_empty_unified_key_is_refused() -> None:
     with pytest.raises(InvalidArgument, match=r"^linux\.resources\.unified\."):
         v2_writes({"unified": {"": "1"}})

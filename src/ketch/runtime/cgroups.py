@@ -112,6 +112,8 @@ class Cgroup(Record):
     def _write(self, w: Any) -> None:
         path = os.path.join(self.dir_of(w.controller, w.field), w.file)
         try:
+            if not os.path.exists(path):  # a file the kernel does not offer: never create it
+                raise FileNotFoundError(2, "No such file", path)
             with open(path, "w") as f:
                 f.write(w.value)
         except FileNotFoundError as exc:

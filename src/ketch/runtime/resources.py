@@ -184,6 +184,8 @@ def _hugetlb(resources: Json, suffix: str, controller: str) -> list[Write]:
         size, limit = e.get("pageSize"), _num(e, "limit", where)
         if not isinstance(size, str) or limit is None:
             raise InvalidArgument(f"{where}: pageSize and limit are required")
+        if not (size[-2:] in ("KB", "MB", "GB") and size[:-2].isascii() and size[:-2].isdigit()):
+            raise InvalidArgument(f"{where}.pageSize: expected a size like 2MB or 1GB, not {size!r}")
         out.append(Write(controller, f"hugetlb.{size}.{suffix}", str(limit), where))
     return out
 
@@ -196,9 +198,10 @@ def _v1_network(net: Json) -> list[Write]:
         out.append(Write("net_cls", "net_cls.classid", str(class_id), f"{path}.classID"))
     for i, e in enumerate(_entries(net, "priorities", path)):
         where = f"{path}.priorities[{i}]"
-        out.append(
-            Write("net_prio", "net_prio.ifpriomap", f"{e.get('name')} {_num(e, 'priority', where)}", where)
-        )
+        name, priority = e.get("name"), _num(e, "priority", where)
+        if not isinstance(name, str) or not name or priority is None:
+            raise InvalidArgument(f"{where}: name and priority are required")
+        out.append(Write("net_prio", "net_prio.ifpriomap", f"{name} {priority}", where))
     return out
 
 
@@ -242,7 +245,17 @@ def shares_to_weight(shares: int) -> int:
     """cpu.shares (2..262144) -> cpu.weight (1..10000), the conversion runc and crun use."""
     if shares == 0:
         return 0
-    return 1 + ((shares - 2) * 9999) // 262142
+    return 1 + _div_toward_zero((shares - 2) * 9999, 262142)
+
+
+def blkio_to_io_weight(weight: int) -> int:
+    """blkio weight (10..1000) -> io.weight (1..10000), as runc converts it."""
+    return 1 + _div_toward_zero((weight - 10) * 9999, 990)
+
+
+def _div_toward_zero(a: int, b: int) -> int:
+    """C and Go division: Python's // rounds toward minus infinity instead."""
+    return a // b if a >= 0 else -(-a // b)
 
 
 def v2_writes(resources: Json) -> list[Write]:
@@ -256,7 +269,7 @@ def v2_writes(resources: Json) -> list[Write]:
         raise Unsupported(f"{ROOT}.network: net_cls and net_prio do not exist on cgroup v2")
     unified = _section(resources, "unified")
     for key, value in unified.items():
-        if "/" in key or key.startswith(".") or not isinstance(value, str):
+        if not key or "/" in key or key.startswith(".") or not isinstance(value, str):
             raise InvalidArgument(f"{ROOT}.unified.{key}: expected a file name and a string value")
         out.append(Write("", key, value, f"{ROOT}.unified.{key}"))
     return out
@@ -292,7 +305,7 @@ def _v2_memory(mem: Json) -> list[Write]:
 def _v2_cpu(cpu: Json) -> list[Write]:
     path = f"{ROOT}.cpu"
     out = []
-    if (shares := _num(cpu, "shares", path)) is not None:
+    if shares := _num(cpu, "shares", path):  # 0 means unset, as for runc
         out.append(Write("", "cpu.weight", str(shares_to_weight(shares)), f"{path}.shares"))
     quota, period = _num(cpu, "quota", path), _num(cpu, "period", path)
     if quota is not None or period is not None:
@@ -312,11 +325,11 @@ def _v2_io(blk: Json) -> list[Write]:
     path = f"{ROOT}.blockIO"
     out = []
     if (weight := _num(blk, "weight", path)) is not None:
-        out.append(Write("", "io.weight", f"default {weight}", f"{path}.weight"))
+        out.append(Write("", "io.weight", f"default {blkio_to_io_weight(weight)}", f"{path}.weight"))
     for i, e in enumerate(_entries(blk, "weightDevice", path)):
         where = f"{path}.weightDevice[{i}]"
         if (w := _num(e, "weight", where)) is not None:
-            out.append(Write("", "io.weight", f"{_dev(e, where)} {w}", where))
+            out.append(Write("", "io.weight", f"{_dev(e, where)} {blkio_to_io_weight(w)}", where))
     keys = {"read_bps": "rbps", "write_bps": "wbps", "read_iops": "riops", "write_iops": "wiops"}
     for key, kind in _THROTTLES:
         for i, e in enumerate(_entries(blk, key, path)):
