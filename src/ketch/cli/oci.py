@@ -182,6 +182,9 @@ def _create_opts(cmd: Parsed) -> Any:
 
 
 def cmd_create(root: str, cmd: Parsed, log: Log) -> int:
+    from ketch.runtime.cgroups import prime_attach_lock
+
+    prime_attach_lock()
     from ketch.runtime import lifecycle
 
     cid = _one_id(cmd, "create")
@@ -194,6 +197,9 @@ def cmd_create(root: str, cmd: Parsed, log: Log) -> int:
 
 
 def cmd_run(root: str, cmd: Parsed, log: Log) -> int:
+    from ketch.runtime.cgroups import prime_attach_lock
+
+    prime_attach_lock()
     from ketch.runtime import lifecycle
 
     cid = _one_id(cmd, "run")
@@ -281,6 +287,9 @@ def cmd_delete(root: str, cmd: Parsed, log: Log) -> int:
 
 
 def cmd_exec(root: str, cmd: Parsed, log: Log) -> int:
+    from ketch.runtime.cgroups import prime_attach_lock
+
+    prime_attach_lock()
     from ketch.runtime import lifecycle
 
     rt = _runtime(root)

@@ -19,6 +19,59 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+_primer = 0  # pid of the process priming the attach lock, reaped before the first attach
+
+
+def prime_attach_lock() -> None:
+    """Start paying, in a child, the grace period the next cgroup attach would wait for.
+
+    Moving a task between cgroups takes the kernel's global cgroup_threadgroup_rwsem for
+    writing; the first writer after a quiet spell waits for an RCU grace period (10-20 ms
+    here), later ones within about a grace period do not. A forked child writes its own pid
+    to the cgroup it is already in (a no-op move) while ketch-oci imports and plans; the real
+    attach then finds the lock warm. Failures are ignored: it is only an optimisation.
+    """
+    global _primer
+    procs = _own_procs_file()
+    if not procs or _primer:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        finally:
+            os._exit(0)
+    _primer = pid
+
+
+def _own_procs_file() -> str:
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        names = [""] if not controllers else [c.removeprefix("name=") for c in controllers.split(",")]
+        for name in names:
+            for top in ("/sys/fs/cgroup/" + name, "/sys/fs/cgroup/unified") if name else ("/sys/fs/cgroup",):
+                candidate = os.path.join(top + path, "cgroup.procs")
+                if os.path.exists(candidate):
+                    return candidate
+    return ""
+
+
+def _reap_primer() -> None:
+    global _primer
+    if _primer:
+        try:
+            os.waitpid(_primer, 0)
+        except ChildProcessError:
+            pass
+        _primer = 0
+
+
 def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
     """Map of hierarchy name -> mount point: "" alone on pure v2; "memory", "unified", ... on v1/hybrid."""
     found: dict[str, str] = {}
@@ -124,6 +177,7 @@ class Cgroup(Record):
             raise SetupFailed(f"{w.field}: writing {w.file}: {exc.strerror}", exc.errno) from exc
 
     def add(self, pid: int) -> None:
+        _reap_primer()
         for d in self.dirs.values():
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(pid))

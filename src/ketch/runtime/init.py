@@ -27,7 +27,6 @@ import os
 import struct
 import sys
 import termios
-from collections.abc import Callable
 
 from ketch.linux import syscalls as sc
 from ketch.oci.runtime import Device, Hook
@@ -40,6 +39,7 @@ from ketch.runtime.rootfs import MountOp
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from typing import Any
 
 # order of setns(2) calls; user first so the others are joined with its privileges

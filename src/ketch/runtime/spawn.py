@@ -6,7 +6,6 @@ See runtime/init.py for the diagram. The parent must be single-threaded when it 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from ketch.errors import SetupFailed
 from ketch.oci.runtime import IDMapping
@@ -19,6 +18,7 @@ from ketch.runtime.signals import SIGKILL
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from typing import Any
 
 
