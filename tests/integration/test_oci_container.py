@@ -292,3 +292,14 @@ def test_join_a_mount_namespace_by_path(oci: Oci) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_time_namespace_with_a_boottime_offset(oci: Oci) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["linux"]["namespaces"].append({"type": "time"})
+        c["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 1000, "nanosecs": 0}}
+
+    out = oci.run(sh("cut -d. -f1 /proc/uptime"), edit, check=True).stdout
+    with open("/proc/uptime") as f:
+        host = int(f.read().split(".")[0])
+    assert int(out) >= 86400 * 1000 + host

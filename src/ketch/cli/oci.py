@@ -89,6 +89,14 @@ class Log:
     def __init__(self, path: str, fmt: str, debug: bool) -> None:
         self.path, self.json, self.debug_on = path, fmt == "json", debug
 
+    def report(self, warnings: list[str]) -> None:
+        """Warnings from the library; "debug: ..." ones only show with --debug."""
+        for w in warnings:
+            if w.startswith("debug: "):
+                self.write("debug", w.removeprefix("debug: "))
+            else:
+                self.write("warning", w)
+
     def write(self, level: str, msg: str) -> None:
         if level == "debug" and not self.debug_on:
             return
@@ -191,8 +199,7 @@ def cmd_create(root: str, cmd: Parsed, log: Log) -> int:
     warnings: list[str] = []
     io = lifecycle.Stdio(cmd.string("console-socket"), cmd.string("pid-file"))
     lifecycle.create(_runtime(root), cid, cmd.string("bundle"), _create_opts(cmd), io, warnings)
-    for w in warnings:
-        log.write("warning", w)
+    log.report(warnings)
     return 0
 
 
@@ -215,8 +222,7 @@ def cmd_run(root: str, cmd: Parsed, log: Log) -> int:
 
             console, pty_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ctr = lifecycle.create(rt, cid, cmd.string("bundle"), _create_opts(cmd), io, warnings, console)
-    for w in warnings:
-        log.write("warning", w)
+    log.report(warnings)
     ctr.start()
     if detach:
         return 0
@@ -308,8 +314,7 @@ def cmd_exec(root: str, cmd: Parsed, log: Log) -> int:
     warnings: list[str] = []
     io = lifecycle.Stdio(cmd.string("console-socket"), cmd.string("pid-file"))
     pid = lifecycle.exec_process(ctr, proc, io, cmd.integer("preserve-fds"), warnings, console)
-    for w in warnings:
-        log.write("warning", w)
+    log.report(warnings)
     if detach:
         return 0
     if pty_end is not None:

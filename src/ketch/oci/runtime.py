@@ -362,6 +362,7 @@ class Linux(Record):
     readonly_paths: tuple[str, ...] = ()
     mount_label: str = ""
     personality: str = ""
+    time_offsets: tuple[tuple[str, int, int], ...] = ()  # (clock, secs, nanosecs)
 
     def namespace(self, kind: str) -> Namespace | None:
         return next((ns for ns in self.namespaces if ns.type == kind), None)
@@ -395,7 +396,24 @@ class Linux(Record):
             readonly_paths=_strs(d, "readonlyPaths", path),
             mount_label=_str(d, "mountLabel", path, ""),
             personality=personality,
+            time_offsets=_time_offsets(_sub(d, "timeOffsets", path), f"{path}.timeOffsets"),
         )
+
+
+def _time_offsets(d: Json, path: str) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for clock, value in d.items():
+        if clock not in ("monotonic", "boottime"):
+            raise _fail(f"{path}.{clock}", "only monotonic and boottime clocks can be offset")
+        offset = _obj(value, f"{path}.{clock}")
+        out.append(
+            (
+                clock,
+                _int(offset, "secs", f"{path}.{clock}", 0),
+                _int(offset, "nanosecs", f"{path}.{clock}", 0),
+            )
+        )
+    return tuple(out)
 
 
 class Spec(Record):
@@ -445,6 +463,9 @@ def validate(spec: Spec) -> None:
         and any(k.startswith("net.") for k in linux.sysctl)
     ):
         raise _fail("linux.sysctl", "net.* sysctls need a private network namespace")
+    time_ns = linux.namespace("time")
+    if linux.time_offsets and (time_ns is None or time_ns.path):
+        raise _fail("linux.timeOffsets", "clock offsets need a new time namespace")
     if (linux.uid_mappings or linux.gid_mappings) and user_ns is None:
         raise _fail("linux.uidMappings", "id mappings need a user namespace")
     if user_ns is not None and not user_ns.path and not (linux.uid_mappings and linux.gid_mappings):

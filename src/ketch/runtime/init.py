@@ -51,6 +51,7 @@ class NamespacePlan(Record):
     new_flags: int = 0  # CLONE_NEW* to unshare
     new_user: bool = False
     enter_pid: bool = False  # a pid namespace is new or joined: fork once more to be inside it
+    time_offsets: tuple[tuple[str, int, int], ...] = ()  # for a new time namespace
 
     @property
     def has_mount(self) -> bool:
@@ -116,6 +117,9 @@ def _enter(ns: NamespacePlan, chan: Channel) -> None:
         os.close(fd)
     if ns.new_flags:
         sc.unshare(ns.new_flags)
+    if ns.time_offsets:  # before any process enters the new time namespace
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write("".join(f"{clock} {secs} {nsecs}\n" for clock, secs, nsecs in ns.time_offsets))
     if ns.new_user:
         chan.send("map")
         chan.expect("mapped")

@@ -35,6 +35,7 @@ def namespaces(linux: Linux) -> NamespacePlan:
         new_flags=flags,
         new_user=bool(flags & NAMESPACE_FLAGS["user"]),
         enter_pid=linux.namespace("pid") is not None or bool(flags & NAMESPACE_FLAGS["time"]),
+        time_offsets=linux.time_offsets,
     )
 
 

@@ -112,7 +112,23 @@ def plan_caps(proc: Process) -> tuple[CapSets | None, int]:
     )
 
 
+def check_lsm_labels(proc: Process, warn: list[str]) -> None:
+    """Labels for an LSM this host does not run are skipped (runc does the same); an active one is refused."""
+    for label, fs, name in (
+        (proc.apparmor_profile, "/sys/kernel/security/apparmor", "process.apparmorProfile"),
+        (proc.selinux_label, "/sys/fs/selinux/enforce", "process.selinuxLabel"),
+    ):
+        if not label:
+            continue
+        if os.path.exists(fs):
+            from ketch.errors import Unsupported
+
+            raise Unsupported(f"{name}: applying {label!r} is not implemented yet")
+        warn.append(f"debug: {name} {label!r} skipped: the LSM is not active on this host")
+
+
 def plan(proc: Process, seccomp: Seccomp | None, warn: list[str]) -> ProcessPlan:
+    check_lsm_labels(proc, warn)
     env: dict[str, str] = {}
     for item in proc.env:
         key, sep, value = item.partition("=")
