@@ -249,14 +249,24 @@ def test_pids_of_a_missing_cgroup(v1: dict[str, str]) -> None:
     assert Cgroup.at("/nope", v1).pids() == []
 
 
-def test_remove_deletes_the_tree_but_not_the_parent(tmp_path: Path) -> None:
+def test_remove_deletes_the_tree_and_the_default_parent_once_empty(tmp_path: Path) -> None:
     mounts = {"memory": str(tmp_path / "memory"), "pids": str(tmp_path / "pids")}
-    cg = Cgroup.at("/ketch/c1", mounts)
+    cg, other = Cgroup.at("/ketch/c1", mounts), Cgroup.at("/ketch/c2", mounts)
     cg.create()
+    other.create()
     (Path(cg.dirs["memory"]) / "child" / "grandchild").mkdir(parents=True)
     cg.remove()
     assert not cg.exists()
-    assert (tmp_path / "memory" / "ketch").is_dir()
+    assert (tmp_path / "memory" / "ketch").is_dir(), "c2 still lives there"
+    other.remove()
+    assert not (tmp_path / "memory" / "ketch").exists()
+
+
+def test_remove_keeps_a_parent_given_by_the_spec(tmp_path: Path) -> None:
+    cg = Cgroup.at("/mine/c1", {"memory": str(tmp_path / "memory")})
+    cg.create()
+    cg.remove()
+    assert (tmp_path / "memory" / "mine").is_dir()
 
 
 def test_remove_of_a_missing_cgroup_is_a_no_op(tmp_path: Path) -> None:

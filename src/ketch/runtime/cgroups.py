@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+DEFAULT_PARENT = "/ketch"  # where containers without a cgroupsPath go
 _primer = 0  # pid of the process priming the attach lock, reaped before the first attach
 
 
@@ -96,7 +97,7 @@ def _is_v2_root(point: str) -> bool:
 def container_path(cgroups_path: str, container_id: str) -> str:
     """The cgroup path inside each hierarchy for the spec's cgroupsPath."""
     if not cgroups_path:
-        return f"/ketch/{container_id}"
+        return f"{DEFAULT_PARENT}/{container_id}"
     if ":" in cgroups_path and not cgroups_path.startswith("/"):
         raise InvalidArgument(
             f"linux.cgroupsPath: {cgroups_path!r} is a systemd slice path; the systemd driver is not supported"
@@ -212,6 +213,8 @@ class Cgroup(Record):
                         raise SetupFailed(f"cannot remove cgroup {d}: {exc.strerror}", exc.errno) from exc
                     self.kill_all()
                     time.sleep(0.01)
+            if self.path.startswith(DEFAULT_PARENT + "/"):
+                _remove_if_empty(d[: len(d) - len(self.path)] + DEFAULT_PARENT)
 
     # --- freezer ---------------------------------------------------------------------------------
 
@@ -243,12 +246,17 @@ class Cgroup(Record):
 
 def _mkdirs(path: str, inherit_cpuset: bool) -> None:
     parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        _mkdirs(parent, inherit_cpuset)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        return
+    for attempt in range(3):  # a concurrent delete may remove an empty parent under our feet
+        if not os.path.isdir(parent):
+            _mkdirs(parent, inherit_cpuset)
+        try:
+            os.mkdir(path)
+            break
+        except FileExistsError:
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     if inherit_cpuset:  # a v1 cpuset starts empty and refuses tasks until given cpus and mems
         for key in ("cpuset.cpus", "cpuset.mems"):
             with open(os.path.join(parent, key)) as src, open(os.path.join(path, key), "w") as dst:
@@ -273,6 +281,14 @@ def _enable_controllers(root: str, path: str) -> None:
         if wanted:
             with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
                 f.write(" ".join("+" + c for c in wanted))
+
+
+def _remove_if_empty(d: str) -> None:
+    """Our default parent goes with its last container (a busy or non-empty one stays)."""
+    try:
+        os.rmdir(d)
+    except OSError:
+        pass
 
 
 def _read_pids(d: str) -> list[int]:
