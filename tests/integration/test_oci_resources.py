@@ -87,3 +87,34 @@ def test_a_limit_the_kernel_refuses_fails_create_naming_the_field(oci: Oci) -> N
     assert proc.returncode == 1
     assert proc.stderr.startswith("ketch-oci: linux.resources.cpu.cpus:"), proc.stderr
     assert not (oci.root / oci.ids[-1]).exists()
+
+
+def _run_to_stop(oci: Oci, args: list[str], resources: dict[str, Any]) -> str:
+    import time
+
+    cid = oci.create(args, edit_resources(resources))
+    oci("start", cid, check=True)
+    deadline = time.monotonic() + 30
+    while oci.state(cid)["status"] != "stopped":
+        assert time.monotonic() < deadline, "container did not stop"
+        time.sleep(0.05)
+    return cid
+
+
+def test_a_memory_hog_is_oom_killed_and_reported(oci: Oci) -> None:
+    # dd allocates its 64 MiB block at once: over the 24 MiB limit, the kernel kills it
+    cid = _run_to_stop(oci, ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+                       {"memory": {"limit": 24 << 20, "swap": 24 << 20}})  # fmt: skip
+    stats = json.loads(oci("events", "--stats", cid, check=True).stdout)
+    assert stats["type"] == "stats" and stats["id"] == cid
+    assert stats["data"]["memory"]["oomKills"] >= 1
+    assert stats["data"]["memory"]["usage"]["limit"] == 24 << 20
+
+
+def test_half_a_cpu_quota_gives_about_half_a_cpu(oci: Oci) -> None:
+    busy = ["sh", "-c", "timeout 2 sh -c 'while :; do :; done'; exit 0"]
+    cid = _run_to_stop(oci, busy, {"cpu": {"quota": 50000, "period": 100000}})
+    data = json.loads(oci("events", "--stats", cid, check=True).stdout)["data"]["cpu"]
+    seconds = data["usage"]["total"] / 1e9
+    assert 0.7 <= seconds <= 1.25, f"2 s of a busy loop at quota 0.5 used {seconds:.2f} s of CPU"
+    assert data["throttling"]["throttledPeriods"] > 0

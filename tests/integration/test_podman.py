@@ -42,6 +42,8 @@ def podman(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path) -> It
     top = tmp_path_factory.mktemp("podman")
     (top / "tmp").mkdir()
     pod = Podman(top)
+    # podman's cgroupfs manager puts containers under libpod_parent: remove it after if we made it
+    parents = [p for p in Path("/sys/fs/cgroup").glob("*/libpod_parent") if p.is_dir()]
     with tarfile.open(top / "busybox.tar", "w") as tar:
         tar.add(busybox_rootfs, arcname=".")
     imported = pod("import", str(top / "busybox.tar"), IMAGE)
@@ -53,6 +55,9 @@ def podman(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path) -> It
         pod("rmi", "--all", "--force")
         subprocess.run(["umount", "-R", str(top / "root")], capture_output=True, check=False)
         subprocess.run(["umount", "-R", str(top / "runroot")], capture_output=True, check=False)
+        for made in set(Path("/sys/fs/cgroup").glob("*/libpod_parent")) - set(parents):
+            for d in sorted(made.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                d.rmdir()
 
 
 def test_podman_run(podman: Podman) -> None:

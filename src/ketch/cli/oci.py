@@ -77,6 +77,7 @@ COMMANDS: dict[str, tuple[Flag, ...]] = {
         Flag("pids-limit", value=True),
         Flag("blkio-weight", value=True),
     ),
+    "events": (Flag("stats"), Flag("interval", value=True, default="5s")),
     "features": (),
     "spec": (Flag("bundle", "b", value=True, default="."), Flag("rootless")),
 }
@@ -471,6 +472,43 @@ def cmd_update(root: str, cmd: Parsed, log: Log) -> int:
     return _locked(root, cmd, "update", update)
 
 
+def _duration(raw: str, flag: str) -> float:
+    """Go-style durations as runc takes them: 500ms, 5s, 1m (seconds when bare)."""
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if raw.endswith(suffix):
+            raw, factor = raw[: -len(suffix)], scale
+            break
+    else:
+        factor = 1.0
+    try:
+        value = float(raw) * factor
+    except ValueError as exc:
+        raise InvalidArgument(f"--{flag}: expected a duration like 5s or 500ms, got {raw!r}") from exc
+    if value <= 0:
+        raise InvalidArgument(f"--{flag}: must be positive")
+    return value
+
+
+def cmd_events(root: str, cmd: Parsed, log: Log) -> int:
+    """--stats: one stats document. Otherwise stats every --interval and an "oom" event when the
+    OOM killer strikes, until the container stops (runc's events)."""
+    import time
+
+    ctr = _runtime(root).load(_one_id(cmd, "events"))
+    if cmd.boolean("stats"):
+        print(jsonio.dumps(ctr.stats()))
+        return 0
+    interval = _duration(cmd.string("interval"), "interval")
+    ooms = ctr.cgroup.oom_kills()
+    while ctr.status() != "stopped":
+        if ctr.cgroup.oom_kills() > ooms:
+            ooms = ctr.cgroup.oom_kills()
+            print(jsonio.dumps({"type": "oom", "id": ctr.id}), flush=True)
+        print(jsonio.dumps(ctr.stats()), flush=True)
+        time.sleep(interval)
+    return 0
+
+
 def cmd_features(root: str, cmd: Parsed, log: Log) -> int:
     from ketch.runtime.specgen import features
 
@@ -503,6 +541,7 @@ VERBS: dict[str, Callable[[str, Parsed, Log], int]] = {
     "pause": cmd_pause,
     "resume": cmd_resume,
     "update": cmd_update,
+    "events": cmd_events,
     "features": cmd_features,
     "spec": cmd_spec,
 }

@@ -216,6 +216,28 @@ class Cgroup(Record):
             if self.path.startswith(DEFAULT_PARENT + "/"):
                 _remove_if_empty(d[: len(d) - len(self.path)] + DEFAULT_PARENT)
 
+    # --- usage -------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Usage and limits in runc's `events --stats` shape (see cgstats)."""
+        from ketch.runtime import cgstats
+
+        return cgstats.v2(self._read) if self.is_v2 else cgstats.v1(self._read)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer took in this cgroup."""
+        from ketch.runtime import cgstats
+
+        events = self._read("", "memory.events") if self.is_v2 else self._read("memory", "memory.oom_control")
+        return cgstats._kv(events).get("oom_kill", 0)
+
+    def _read(self, controller: str, file: str) -> str | None:
+        try:
+            with open(os.path.join(self.dir_of(controller, file), file)) as f:
+                return f.read()
+        except (OSError, Unsupported):
+            return None
+
     # --- freezer ---------------------------------------------------------------------------------
 
     def _freezer(self) -> tuple[str, str, str, str]:

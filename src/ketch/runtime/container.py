@@ -222,6 +222,16 @@ class Container:
             raise Conflict(f"cannot update a container that is {status}")
         return self.cgroup.apply(resources)
 
+    def stats(self) -> dict[str, Any]:
+        """runc's `events --stats` document for this container."""
+        if not self.cgroup.exists():
+            raise Conflict(f"container {self.id} has no cgroup")
+        return {"type": "stats", "id": self.id, "data": self.cgroup.stats()}
+
+    def oom_killed(self) -> bool:
+        """Whether the OOM killer took a process of this container (Docker's State.OOMKilled)."""
+        return self.cgroup.oom_kills() > 0
+
     def processes(self) -> list[int]:
         return sorted(self.cgroup.pids())
 
