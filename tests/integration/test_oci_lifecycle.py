@@ -182,7 +182,7 @@ def test_console_socket_receives_the_pty(oci: Oci, tmp_path: Path) -> None:
         c["process"]["terminal"] = True
         c["process"]["consoleSize"] = {"height": 33, "width": 101}
 
-    bundle = oci.bundle(["sh", "-c", "tty; stty size; ls -l /dev/console"], edit)
+    bundle = oci.bundle(["sh", "-c", "tty; stty size; ls -l /dev/console; sleep 0.3"], edit)
     cid = oci.new_id()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server, open(tmp_path / "err", "w+") as err:
         server.bind(path)

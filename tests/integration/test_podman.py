@@ -71,7 +71,11 @@ def test_podman_run_exit_code(podman: Podman) -> None:
 
 
 def test_podman_run_with_a_terminal(podman: Podman) -> None:
-    out = podman("run", "--rm", "-it", "--net", "none", IMAGE, "sh", "-c", "tty; echo done", tty=True)
+    # the sleep keeps the pty open until conmon has read it: output written right before the last
+    # slave fd closes can be lost between the kernel's flip buffer and conmon's read (a podman/kernel race)
+    out = podman(
+        "run", "--rm", "-it", "--net", "none", IMAGE, "sh", "-c", "tty; echo done; sleep 0.5", tty=True
+    )
     assert out.returncode == 0, out.stderr
     assert "/dev/pts/0" in out.stdout and "done" in out.stdout
 
@@ -84,7 +88,7 @@ def test_podman_exec_plain_and_with_a_terminal(podman: Podman) -> None:
         plain = podman("exec", cid, "sh", "-c", "echo exec-ok; cat /proc/1/cmdline")
         assert plain.returncode == 0, plain.stderr
         assert plain.stdout.startswith("exec-ok\nsleep")
-        with_tty = podman("exec", "-it", cid, "sh", "-c", "tty", tty=True)
+        with_tty = podman("exec", "-it", cid, "sh", "-c", "tty; sleep 0.5", tty=True)
         assert with_tty.returncode == 0, with_tty.stderr
         assert "/dev/pts/" in with_tty.stdout
     finally:
