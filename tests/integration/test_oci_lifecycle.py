@@ -202,3 +202,22 @@ def test_console_socket_receives_the_pty(oci: Oci, tmp_path: Path) -> None:
     assert msg == b"/dev/ptmx"
     assert "/dev/pts/0" in text and "33 101" in text
     assert "/dev/console" in text
+
+
+def test_pause_stops_a_counter_that_resume_continues(oci: Oci, tmp_path: Path) -> None:
+    def edit(c: dict[str, Any]) -> None:
+        c["mounts"].append(
+            {"destination": "/out", "type": "bind", "source": str(tmp_path), "options": ["rbind"]}
+        )
+
+    cid = oci.create(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /out/n.tmp; mv /out/n.tmp /out/n; "
+                      "sleep 0.01; done"], edit)  # fmt: skip
+    oci("start", cid, check=True)
+    count = tmp_path / "n"
+    wait_for(count.exists)
+    oci("pause", cid, check=True)
+    frozen = int(count.read_text())
+    time.sleep(0.3)
+    assert int(count.read_text()) == frozen, "the counter moved while paused"
+    oci("resume", cid, check=True)
+    wait_for(lambda: int(count.read_text()) > frozen + 3)
