@@ -58,9 +58,6 @@ def test_pids_limit_stops_a_fork_loop(oci: Oci) -> None:
 
 
 def test_device_rules_deny_what_the_spec_denies(oci: Oci) -> None:
-    if V2:
-        pytest.skip("the cgroup v2 device filter (eBPF) is not implemented yet")
-
     def edit(c: dict[str, Any]) -> None:
         c["linux"]["devices"] = [
             {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666}

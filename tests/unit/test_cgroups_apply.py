@@ -22,7 +22,6 @@ from ketch.runtime.resources import v1_writes, v2_writes
 
 Json = dict[str, Any]
 PATH = "/ketch/c1"
-V2_DEVICES_WARNING = "linux.resources.devices: the cgroup v2 device filter (eBPF) is not implemented yet"
 
 MEMORY_FILES = [
     "memory.limit_in_bytes",
@@ -529,11 +528,10 @@ def test_v2_every_write_in_order(tmp_path: Path, kernel: FakeKernel) -> None:
     assert kernel.log[-1] == (os.path.join(leaf, "memory.high"), "94371840")
 
 
-def test_v2_devices_give_a_warning(tmp_path: Path) -> None:
+def test_v2_device_rules_cannot_change_live(tmp_path: Path) -> None:
     cg = build_v2(tmp_path)
-    resources = {"devices": [{"allow": False, "access": "rwm"}], "pids": {"limit": 10}}
-    assert cg.apply(resources) == [V2_DEVICES_WARNING]
-    assert (Path(cg.dirs[""]) / "pids.max").read_text() == "10"
+    with pytest.raises(Unsupported, match=r"^linux\.resources\.devices: device rules cannot change"):
+        cg.apply({"devices": [{"allow": False, "access": "rwm"}]}, live=True)
 
 
 @pytest.mark.parametrize("devices", [None, []])

@@ -141,16 +141,21 @@ class Cgroup(Record):
                 return d
         raise Unsupported(f"{field}: the {controller} cgroup controller is not available on this host")
 
-    def apply(self, resources: dict[str, Any]) -> list[str]:
-        """Write the spec's resources; returns warnings for what this host only partly honours."""
+    def apply(self, resources: dict[str, Any], live: bool = False) -> list[str]:
+        """Write the spec's resources (`live`: into a running container); returns warnings."""
         from ketch.runtime import resources as res
 
         writes = res.v2_writes(resources) if self.is_v2 else res.v1_writes(resources)
-        warnings = []
+        program = b""
         if self.is_v2 and resources.get("devices"):
-            warnings.append(
-                "linux.resources.devices: the cgroup v2 device filter (eBPF) is not implemented yet"
-            )
+            if live:
+                raise Unsupported(
+                    "linux.resources.devices: device rules cannot change while running on cgroup v2"
+                )
+            from ketch.runtime import devicefilter
+
+            rules = devicefilter.rules_from_spec(resources["devices"], res.DEFAULT_DEVICE_RULES)
+            program = devicefilter.program(rules)
         retry = []
         for w in writes:
             try:
@@ -161,7 +166,22 @@ class Cgroup(Record):
                 retry.append(w)  # a memory limit above memsw (or below usage) may pass once the rest is set
         for w in retry:
             self._write(w)
-        return warnings
+        if program:
+            self._attach_device_program(program)
+        return []
+
+    def _attach_device_program(self, program: bytes) -> None:
+        """cgroup v2 has no devices controller: an eBPF program attached to the cgroup decides."""
+        from ketch.linux import bpf
+
+        try:
+            fd = bpf.load_device_program(program)
+            try:
+                bpf.attach_device_program(fd, self.dirs[""])
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise SetupFailed(f"linux.resources.devices: {exc.strerror or exc}", exc.errno) from exc
 
     def _write(self, w: Any) -> None:
         path = os.path.join(self.dir_of(w.controller, w.field), w.file)

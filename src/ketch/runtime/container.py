@@ -220,7 +220,7 @@ class Container:
         status = self.status()
         if status not in ("created", "running", "paused"):
             raise Conflict(f"cannot update a container that is {status}")
-        return self.cgroup.apply(resources)
+        return self.cgroup.apply(resources, live=True)
 
     def stats(self) -> dict[str, Any]:
         """runc's `events --stats` document for this container."""
