@@ -108,6 +108,12 @@ def test_a_memory_hog_is_oom_killed_and_reported(oci: Oci) -> None:
     assert stats["data"]["memory"]["usage"]["limit"] == 24 << 20
 
 
+def test_an_oom_killed_init_makes_run_exit_137(oci: Oci) -> None:
+    hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
+    proc = oci.run(hog, edit_resources({"memory": {"limit": 24 << 20, "swap": 24 << 20}}))
+    assert proc.returncode == 137, proc.stderr
+
+
 def test_half_a_cpu_quota_gives_about_half_a_cpu(oci: Oci) -> None:
     busy = ["sh", "-c", "timeout 2 sh -c 'while :; do :; done'; exit 0"]
     cid = _run_to_stop(oci, busy, {"cpu": {"quota": 50000, "period": 100000}})
