@@ -169,7 +169,7 @@ class Container:
 
     def delete(self, force: bool = False) -> None:
         status = self.status()
-        if status in ("created", "running", "paused") and not force:
+        if status in ("creating", "created", "running", "paused") and not force:
             raise Conflict(f"cannot delete container {self.id} that is not stopped: {status}")
         if status != "stopped":
             self._kill_all()
