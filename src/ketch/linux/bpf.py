@@ -5,7 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+from ketch.linux.syscalls import check, libc
+
 _SYS_BPF = 321  # x86_64
 _PROG_LOAD, _PROG_ATTACH = 5, 8
 _PROG_TYPE_CGROUP_DEVICE = 15
@@ -43,11 +44,9 @@ class _AttachAttr(ctypes.Structure):
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    result = int(_libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.c_uint(_ATTR_SIZE)))
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
-    return result
+    return check(
+        int(libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.c_uint(_ATTR_SIZE))), f"bpf({cmd})"
+    )
 
 
 def load_device_program(insns: bytes) -> int:

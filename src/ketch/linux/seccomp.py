@@ -12,6 +12,8 @@ import errno
 import functools
 import os
 
+from ketch.linux.syscalls import libc as _libc
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the protocols only type the inputs; typing is not imported at run time
     from collections.abc import Sequence
@@ -75,8 +77,6 @@ _SYS_SECCOMP = {
     "s390x": 348,
     "mips64": 5312,
 }
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _ArgCmp(ctypes.Structure):

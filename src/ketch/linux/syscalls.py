@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_libc = ctypes.CDLL(None, use_errno=True)
+libc = ctypes.CDLL(None, use_errno=True)  # shared by every module of ketch.linux
 
 # clone(2) / unshare(2) namespace flags
 CLONE_NEWNS = 0x00020000
@@ -96,7 +96,8 @@ _KEYCTL_JOIN_SESSION_KEYRING = 1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
-def _check(result: int, what: str, path: str | None = None) -> int:
+def check(result: int, what: str, path: str | None = None) -> int:
+    """Raise OSError(errno) for a libc-style -1 result; return the result otherwise."""
     if result == -1:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path)
@@ -117,52 +118,52 @@ def _b(s: str | None) -> bytes | None:
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    res = _retry(_libc.mount, _b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
-    _check(res, f"mount {source or fstype or ''} on {target}", target)
+    res = _retry(libc.mount, _b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    check(res, f"mount {source or fstype or ''} on {target}", target)
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(_retry(_libc.umount2, _b(target), flags), f"umount {target}", target)
+    check(_retry(libc.umount2, _b(target), flags), f"umount {target}", target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root", new_root)
+    check(libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root", new_root)
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+    check(libc.unshare(flags), f"unshare({flags:#x})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.syscall(_SYS_SETNS, fd, nstype), "setns")
+    check(libc.syscall(_SYS_SETNS, fd, nstype), "setns")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
-    return _check(_libc.prctl(option, *args), f"prctl({option})")
+    return check(libc.prctl(option, *args), f"prctl({option})")
 
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+    check(libc.sethostname(raw, len(raw)), "sethostname")
 
 
 def setdomainname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.setdomainname(raw, len(raw)), "setdomainname")
+    check(libc.setdomainname(raw, len(raw)), "setdomainname")
 
 
 def personality(persona: int) -> None:
-    _check(_libc.syscall(_SYS_PERSONALITY, ctypes.c_ulong(persona)), "personality")
+    check(libc.syscall(_SYS_PERSONALITY, ctypes.c_ulong(persona)), "personality")
 
 
 def join_session_keyring(name: str | None = None) -> None:
-    _check(_libc.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, _b(name)), "keyctl(join session keyring)")
+    check(libc.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, _b(name)), "keyctl(join session keyring)")
 
 
 def cloexec_from(first: int) -> None:
     """Mark every descriptor >= first close-on-exec, so none leaks into the container."""
-    if _libc.syscall(_SYS_CLOSE_RANGE, first, ctypes.c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC) == 0:
+    if libc.syscall(_SYS_CLOSE_RANGE, first, ctypes.c_uint(0xFFFFFFFF), CLOSE_RANGE_CLOEXEC) == 0:
         return
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -193,7 +194,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.syscall(_SYS_CAPSET, ctypes.byref(header), data), "capset")
+    check(libc.syscall(_SYS_CAPSET, ctypes.byref(header), data), "capset")
 
 
 def capbset_drop(cap: int) -> None:
