@@ -6,7 +6,10 @@
     ├── AlreadyExists           the name or id is taken
     ├── Conflict                the object is in the wrong state for the request
     ├── Unsupported             valid input the host or ketch cannot honour
-    └── SetupFailed             the kernel refused a step of container setup
+    ├── SetupFailed             the kernel refused a step of container setup
+    ├── CorruptContent          data does not match its digest, size or format, or is hostile
+    ├── Unauthorized            a registry refused the credentials (or asked for some)
+    └── Unavailable             a remote service could not be reached or kept failing
 
 Errors are raised with ``raise ... from exc`` and rendered once, at the edge
 (the CLI turns them into a message and an exit code).
@@ -45,3 +48,15 @@ class SetupFailed(KetchError):
     def __init__(self, message: str, errno: int | None = 0) -> None:
         super().__init__(message)
         self.errno = errno or 0
+
+
+class CorruptContent(KetchError):
+    """Content does not match its descriptor (digest, size, media type) or is unsafe to unpack."""
+
+
+class Unauthorized(KetchError):
+    """A registry asked for credentials or refused the ones given."""
+
+
+class Unavailable(KetchError):
+    """A remote service could not be reached, or kept failing after the retries."""

@@ -13,6 +13,7 @@ import time
 
 from ketch import jsonio
 from ketch.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, SetupFailed
+from ketch.files import atomic_write
 from ketch.oci.runtime import Spec, state_json, validate
 from ketch.record import Record, field
 from ketch.runtime import signals
@@ -43,17 +44,6 @@ class StateRecord(Record, frozen=False):
     pid_start: int = 0
     annotations: dict[str, str] = field(default_factory=dict)
     owner: str = ""
-
-
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
 
 
 def start_time(pid: int) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ketch.errors import Conflict
+from ketch.files import atomic_write
 from ketch.linux import syscalls as sc
 from ketch.oci.runtime import Process
 from ketch.record import Record
@@ -14,7 +15,6 @@ from ketch.runtime.container import (
     Container,
     Runtime,
     StateRecord,
-    atomic_write,
     cgroup_for,
     connect_console,
     load_spec,
