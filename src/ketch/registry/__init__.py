@@ -1,0 +1,1 @@
+"""Registry access over the OCI distribution API: `client` (Registry), `auth` (credentials, tokens), `transport`."""
