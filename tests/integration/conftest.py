@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from registryd import busybox_oci, registry, tls_registry, token_registry  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 KETCH_OCI = str(Path(sys.executable).parent / "ketch-oci")

@@ -1,23 +1,128 @@
-"""ketch: the Docker-style front end (the engine's verbs arrive with the engine issue)."""
+"""ketch: the Docker-style front end. Global flags, then one verb; each verb lives in its own module."""
 
 from __future__ import annotations
 
 import sys
 
+from ketch.cli.args import Flag, Parsed, parse
+from ketch.errors import KetchError
+
+GLOBAL = (
+    Flag(
+        "root", value=True, help="persistent state (images, containers); KETCH_ROOT, default /var/lib/ketch"
+    ),
+    Flag("runroot", value=True, help="runtime state; default /run/ketch"),
+    Flag("storage-driver", value=True, help="overlay or vfs (default: overlay when the host supports it)"),
+    Flag("debug", short="D", help="show tracebacks"),
+    Flag("version", short="v", help="print the version"),
+    Flag("help", short="h", help="show this help"),
+)
+
+# verb -> (module under ketch.cli, function); modules are imported only for the verb in use
+VERBS: dict[str, tuple[str, str]] = {
+    "pull": ("images", "pull"),
+    "push": ("images", "push"),
+    "images": ("images", "ls"),
+    "rmi": ("images", "rm"),
+    "tag": ("images", "tag"),
+    "history": ("images", "history"),
+    "save": ("archive", "save"),
+    "load": ("archive", "load"),
+    "import": ("archive", "import_"),
+    "login": ("images", "login"),
+    "logout": ("images", "logout"),
+    "inspect": ("images", "inspect"),
+    "image ls": ("images", "ls"),
+    "image list": ("images", "ls"),
+    "image pull": ("images", "pull"),
+    "image push": ("images", "push"),
+    "image rm": ("images", "rm"),
+    "image remove": ("images", "rm"),
+    "image tag": ("images", "tag"),
+    "image inspect": ("images", "inspect"),
+    "image history": ("images", "history"),
+    "image prune": ("images", "prune"),
+    "image save": ("archive", "save"),
+    "image load": ("archive", "load"),
+    "image import": ("archive", "import_"),
+    "system check": ("system", "check"),
+}
+GROUPS = {"image", "system"}
+
+HELP = """usage: ketch [OPTIONS] COMMAND
+
+Images:
+  pull, push, images, rmi, tag, history, inspect, save, load, import, login, logout
+  image ls|pull|push|rm|tag|inspect|history|prune|save|load|import
+System:
+  system check [--repair]   verify every blob and image chain
+
+The OCI runtime is available as ketch-oci.
+
+Options:
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["--version"], ["version"], ["-v"]):
-        from ketch import __version__
+    debug = False
+    try:
+        g = parse(argv, GLOBAL, stop_at_positional=True, what="ketch")
+        debug = g.boolean("debug")
+        if g.boolean("version") or g.args[:1] == ["version"]:
+            return _version()
+        if g.boolean("help") or not g.args or g.args[0] == "help":
+            from ketch.cli.args import usage
 
-        print(f"ketch version {__version__}")
-        return 0
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage: ketch COMMAND\n\nThe engine's commands (run, ps, images...) are not built yet;")
-        print("the OCI runtime is available as ketch-oci.")
-        return 0
-    sys.stderr.write(f"ketch: unknown command {argv[0]!r}; see 'ketch --help'\n")
-    return 125
+            print(HELP + usage(GLOBAL))
+            return 0
+        return _dispatch(g)
+    except KetchError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"Error: {exc}\n")
+        return 125 if isinstance(exc, _Usage) else 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+    except OSError as exc:  # the host failed us (disk full, permissions): one line, not a traceback
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"Error: {exc.strerror or exc}{where}\n")
+        return 1
+
+
+class _Usage(KetchError):
+    """An unknown command or a bad flag: Docker's CLI exits 125 for these."""
+
+
+def _dispatch(g: Parsed) -> int:
+    from importlib import import_module
+
+    verb, rest = g.args[0], g.args[1:]
+    if verb in GROUPS:
+        if not rest:
+            raise _Usage(f"'ketch {verb}' needs a subcommand; see 'ketch --help'")
+        verb, rest = f"{verb} {rest[0]}", rest[1:]
+    if verb not in VERBS:
+        raise _Usage(f"unknown command {verb!r}; see 'ketch --help'")
+    module, function = VERBS[verb]
+    handler = getattr(import_module(f"ketch.cli.{module}"), function)
+    try:
+        cmd = parse(rest, handler.FLAGS, what=f"ketch {verb}")
+    except KetchError as exc:
+        raise _Usage(str(exc)) from None
+    result: int = handler(g, cmd)
+    return result
+
+
+def _version() -> int:
+    from ketch import __version__
+
+    print(f"ketch version {__version__}")
+    return 0
 
 
 if __name__ == "__main__":

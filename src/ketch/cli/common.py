@@ -1,0 +1,162 @@
+"""What every ketch verb shares: the verb decorator, the engine built from the global flags, formatting."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ketch.cli.args import Flag, Parsed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from ketch.engine.images import ImageService
+    from ketch.registry.client import RegistryConfig
+
+    Handler = Callable[[Parsed, Parsed], int]
+
+DEFAULT_ROOT = "/var/lib/ketch"
+
+
+def command(*flags: Flag) -> Callable[[Handler], Handler]:
+    """Declare a verb's flags (-h/--help is added to every verb)."""
+
+    def wrap(fn: Handler) -> Handler:
+        fn.FLAGS = (*flags, Flag("help", short="h"))  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+def root(g: Parsed) -> str:
+    return g.string("root") or os.environ.get("KETCH_ROOT") or DEFAULT_ROOT
+
+
+def engine_config(g: Parsed) -> dict[str, Any]:
+    """<root>/engine.json, Docker daemon.json's keys: insecure-registries, registry-mirrors, certs-dir."""
+    from ketch import jsonio
+
+    try:
+        with open(os.path.join(root(g), "engine.json"), "rb") as f:
+            doc: dict[str, Any] = jsonio.loads(f.read())
+    except FileNotFoundError:
+        return {}
+    return doc
+
+
+def auth_file() -> str:
+    default = os.path.join(os.path.expanduser("~"), ".config", "ketch", "auth.json")
+    return os.environ.get("KETCH_AUTH_FILE") or default
+
+
+def registry_config(g: Parsed, tls_verify: bool = True) -> RegistryConfig:
+    from ketch.registry.client import RegistryConfig
+
+    conf = engine_config(g)
+    return RegistryConfig(
+        certs_dir=conf.get("certs-dir", "/etc/docker/certs.d"),
+        insecure=tuple(conf.get("insecure-registries", ())),
+        mirrors=tuple(conf.get("registry-mirrors", ())),
+        auth_file=auth_file(),
+        tls_verify=tls_verify,
+    )
+
+
+def images(g: Parsed, tls_verify: bool = True) -> ImageService:
+    from ketch.engine.images import ImageService
+
+    driver = g.string("storage-driver") or engine_config(g).get("storage-driver", "auto")
+    return ImageService(os.path.join(root(g), "storage"), registry_config(g, tls_verify), driver)
+
+
+def tls_verify(cmd: Parsed) -> bool:
+    raw = cmd.string("tls-verify") or "true"
+    return raw.lower() not in ("false", "0", "no")
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def human_size(n: float) -> str:
+    """Docker's sizes: decimal units, 3 significant digits ("4.26MB", "512B")."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    return f"{n:.3g}{units[i]}"
+
+
+def human_ago(rfc3339: str, now: float | None = None) -> str:
+    """Docker's "2 weeks ago" from an RFC 3339 time."""
+    seconds = (now or time.time()) - parse_time(rfc3339)
+    if seconds < 1:
+        return "Less than a second ago"
+    return f"{human_duration(seconds)} ago"
+
+
+def human_duration(seconds: float) -> str:
+    """docker/go-units HumanDuration: the hour count is rounded half up and drives the larger units."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return "1 second" if int(seconds) == 1 else f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes < 60:
+        return "About a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // (24 * 7)} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // (24 * 30)} months"
+    return f"{hours // (24 * 365)} years"
+
+
+def parse_time(rfc3339: str) -> float:
+    """Seconds since the epoch for "2024-01-02T03:04:05.123456789Z" or with a +hh:mm offset; 0 if blank."""
+    if not rfc3339:
+        return 0.0
+    import calendar
+
+    text = rfc3339.strip()
+    offset = 0
+    if text.endswith("Z"):
+        text = text[:-1]
+    elif len(text) > 6 and text[-6] in "+-" and text[-3] == ":":
+        sign = 1 if text[-6] == "+" else -1
+        offset = sign * (int(text[-5:-3]) * 3600 + int(text[-2:]) * 60)
+        text = text[:-6]
+    whole, _, frac = text.partition(".")
+    base = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return base - offset + (float("0." + frac) if frac else 0.0)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Docker's tabwriter output: columns padded to the widest cell plus three spaces."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "".join(c.ljust(max(w + 3, 10)) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def render(template: str, fields: list[dict[str, Any]], header: dict[str, str]) -> str:
+    """Go-template-like --format: {{.Field}}, {{json .}}, {{json .Field}}, `table` prefix, \\t."""
+    from ketch.cli.template import render as _render
+
+    return _render(template, fields, header)
+
+
+def out(text: str) -> None:
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -1,0 +1,1 @@
+"""The engine: where the runtime, images, registries and networks meet."""
