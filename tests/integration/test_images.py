@@ -491,3 +491,60 @@ def test_kill_9_during_pull_then_check_and_repull(ketch: Ketch, fake: FakeRegist
     for i in range(3):
         assert ketch.rootfs(ref, f"f{i}") is not None
     ketch.check_clean()
+
+
+# --- login, logout and authenticated pulls through the CLI -------------------------------------------
+
+
+def _engine_config(ketch: Ketch, **settings: Any) -> None:
+    ketch.root.mkdir(parents=True, exist_ok=True)
+    (ketch.root / "engine.json").write_text(json.dumps(settings))
+
+
+def test_login_pull_push_logout_over_tls(
+    ketch: Ketch, tls_registry: RegistryServer, busybox_oci: Path
+) -> None:
+    """TLS verified against the test CA in a Docker-style certs.d, htpasswd credentials from `login`."""
+    reg = tls_registry
+    _engine_config(ketch, **{"certs-dir": str(reg.certs_dir)})
+    ref = f"{reg.host}/auth/busybox:1"
+    push_layout(busybox_oci, "latest", ref, "--dest-cert-dir", str(reg.certs_dir / reg.host),
+                "--dest-creds", f"{reg.user}:{reg.password}", "--dest-tls-verify=true")  # fmt: skip
+    anonymous = ketch("pull", ref, check=False)
+    assert anonymous.returncode == 1 and "auth" in anonymous.stderr.lower()
+    wrong = ketch("login", "-u", reg.user, "-p", "nope", reg.host, check=False)
+    assert wrong.returncode == 1 and not (ketch.root / "auth.json").exists()
+    assert (
+        ketch("login", "-u", reg.user, "--password-stdin", reg.host, check=False).returncode != 0
+    )  # empty stdin
+    assert ketch("login", "-u", reg.user, "-p", reg.password, reg.host).stdout.strip() == "Login Succeeded"
+    auths = json.loads((ketch.root / "auth.json").read_text())["auths"]
+    assert reg.host in auths and (ketch.root / "auth.json").stat().st_mode & 0o077 == 0
+    ketch("pull", ref)
+    ketch("tag", ref, f"{reg.host}/auth/copy:2")
+    assert "digest: sha256:" in ketch("push", f"{reg.host}/auth/copy:2").stdout
+    assert ketch("logout", reg.host).stdout.strip() == f"Removing login credentials for {reg.host}"
+    ketch("rmi", ref)
+    assert ketch("pull", ref, check=False).returncode == 1
+
+
+def test_tls_verify_false_needs_no_ca(ketch: Ketch, tls_registry: RegistryServer, busybox_oci: Path) -> None:
+    """Without the test CA anywhere, --tls-verify=false still logs in and pulls over TLS."""
+    reg = tls_registry
+    _engine_config(ketch, **{"certs-dir": str(ketch.root / "no-certs")})
+    ref = f"{reg.host}/auth/busybox:1"
+    push_layout(busybox_oci, "latest", ref, "--dest-cert-dir", str(reg.certs_dir / reg.host),
+                "--dest-creds", f"{reg.user}:{reg.password}", "--dest-tls-verify=true")  # fmt: skip
+    ketch("login", "-u", reg.user, "-p", reg.password, "--tls-verify=false", reg.host)
+    ketch("pull", "--tls-verify=false", ref)
+    assert os.access(ketch.rootfs(ref, "bin/busybox") or "", os.X_OK)
+
+
+def test_token_auth_through_the_cli(ketch: Ketch, token_registry: RegistryServer, busybox_oci: Path) -> None:
+    reg = token_registry
+    ref = f"{reg.host}/tok/busybox:1"
+    push_layout(busybox_oci, "latest", ref, "--dest-creds", f"{reg.user}:{reg.password}")
+    assert ketch("pull", ref, check=False).returncode == 1
+    ketch("login", "-u", reg.user, "-p", reg.password, reg.host)
+    ketch("pull", ref)
+    assert os.access(ketch.rootfs(ref, "bin/busybox") or "", os.X_OK)

@@ -241,7 +241,11 @@ class _Unpacker:
         short = _short(desc.digest)
         self.report(short, "Extracting", 0, desc.size)
         with content.open(desc.digest) as blob, snapshots.stage_layer(key, parent) as staged:
-            reader = HashingReader(decompressed(blob))
+
+            def progress() -> None:  # by compressed bytes consumed, as Docker's bar measures
+                self.report(short, "Extracting", blob.tell(), desc.size)
+
+            reader = HashingReader(decompressed(blob), progress)
             stats = apply_layer(reader, staged.path, overlay=staged.overlay)  # type: ignore[arg-type]
             if reader.digest() != self.config.diff_ids[i]:
                 raise CorruptContent(

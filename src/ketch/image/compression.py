@@ -12,10 +12,12 @@ from ketch.errors import CorruptContent, KetchError, Unsupported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_PROGRESS_STEP = 1 << 20  # report unpacking progress every MiB of tar
 
 
 def sniff(head: bytes) -> str:
@@ -71,10 +73,12 @@ def gzip_writer(out: BinaryIO, level: int = 6) -> BinaryIO:
 class HashingReader:
     """Reads through `inner`, hashing every byte: the diff_id of a layer is the sha256 of its tar."""
 
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: BinaryIO, progress: Callable[[], None] | None = None) -> None:
         self.inner = inner
         self.hash = hashlib.sha256()
         self.size = 0
+        self.progress = progress
+        self._reported = 0
 
     def read(self, n: int = -1) -> bytes:
         try:
@@ -85,6 +89,9 @@ class HashingReader:
             raise CorruptContent(f"layer does not decompress: {exc}") from exc
         self.hash.update(data)
         self.size += len(data)
+        if self.progress is not None and self.size - self._reported >= _PROGRESS_STEP:
+            self._reported = self.size
+            self.progress()
         return data
 
     def readinto(self, buf: bytearray | memoryview) -> int:
