@@ -13,10 +13,12 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -548,3 +550,37 @@ def test_token_auth_through_the_cli(ketch: Ketch, token_registry: RegistryServer
     ketch("login", "-u", reg.user, "-p", reg.password, reg.host)
     ketch("pull", ref)
     assert os.access(ketch.rootfs(ref, "bin/busybox") or "", os.X_OK)
+
+
+def test_image_built_by_buildah(ketch: Ketch, registry: RegistryServer, tmp_path: Path) -> None:
+    """buildah (from scratch, copy, config, commit, push in Docker's format) -> ketch pull."""
+    need("buildah")
+    store = tmp_path / "buildah"
+    run = Path(tempfile.mkdtemp(prefix="kb", dir="/tmp"))  # buildah wants a short runroot
+    bah = ["buildah", "--root", str(store / "root"), "--runroot", str(run), "--storage-driver", "vfs"]
+
+    def buildah(*args: str) -> str:
+        return subprocess.run([*bah, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    try:
+        (tmp_path / "hello").write_text("from buildah\n")
+        container = buildah("from", "scratch")
+        buildah("copy", container, str(tmp_path / "hello"), "/hello")
+        buildah("config", "--label", "made=buildah", "--cmd", '["/hello"]', container)
+        buildah("commit", "-q", "--format", "docker", container, "localhost/bb:1")
+        ref = f"{registry.host}/test/buildah:1"
+        buildah("push", "--tls-verify=false", "localhost/bb:1", f"docker://{ref}")
+    finally:
+        subprocess.run([*bah, "rm", "-a"], capture_output=True)
+        subprocess.run([*bah, "rmi", "-a", "-f"], capture_output=True)
+        subprocess.run(["umount", "-R", str(store)], capture_output=True)
+        shutil.rmtree(run, ignore_errors=True)
+    assert (
+        json.loads(skopeo_inspect_raw(ref))["mediaType"]
+        == "application/vnd.docker.distribution.manifest.v2+json"
+    )
+    ketch("pull", ref)
+    assert (ketch.rootfs(ref, "hello") or Path("/nonexistent")).read_text() == "from buildah\n"
+    doc = json.loads(ketch("image", "inspect", ref).stdout)[0]
+    assert doc["Config"]["Labels"]["made"] == "buildah" and doc["Config"]["Cmd"] == ["/hello"]
+    assert ketch("images", "--filter", "label=made=buildah", "-q").stdout.strip() == doc["Id"][7:19]
