@@ -440,6 +440,7 @@ HOSTILE = {
     ),
     "hardlink-out": ([("h", None, {"type": tarfile.LNKTYPE, "linkname": "../../etc/passwd"})], ""),
     "whiteout-out": ([("../.wh.escaped", b"", {})], ""),
+    "tar-bomb": ([("bomb", None, {"type": tarfile.REGTYPE, "size": 1 << 40})], "tar bomb"),
 }
 
 

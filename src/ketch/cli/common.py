@@ -122,22 +122,9 @@ def human_duration(seconds: float) -> str:
 
 
 def parse_time(rfc3339: str) -> float:
-    """Seconds since the epoch for "2024-01-02T03:04:05.123456789Z" or with a +hh:mm offset; 0 if blank."""
-    if not rfc3339:
-        return 0.0
-    import calendar
+    from ketch.clock import parse_rfc3339
 
-    text = rfc3339.strip()
-    offset = 0
-    if text.endswith("Z"):
-        text = text[:-1]
-    elif len(text) > 6 and text[-6] in "+-" and text[-3] == ":":
-        sign = 1 if text[-6] == "+" else -1
-        offset = sign * (int(text[-5:-3]) * 3600 + int(text[-2:]) * 60)
-        text = text[:-6]
-    whole, _, frac = text.partition(".")
-    base = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
-    return base - offset + (float("0." + frac) if frac else 0.0)
+    return parse_rfc3339(rfc3339)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import cast
 
 from ketch import jsonio
+from ketch.clock import rfc3339
 from ketch.engine.archive_formats import (
     CHUNK,
     CONTAINERD_NAME,
@@ -28,7 +29,6 @@ from ketch.engine.archive_formats import (
     member_name,
     quiet,
 )
-from ketch.engine.images import now_rfc3339
 from ketch.errors import CorruptContent, InvalidArgument, KetchError, Unsupported
 from ketch.files import FileLock
 from ketch.image.compression import HashingReader
@@ -399,7 +399,7 @@ def _register(
     from ketch.record import replace
 
     chain, size = service.unpack(record.id, manifest, report)
-    record = replace(record, chain=chain, size=size, added=now_rfc3339())
+    record = replace(record, chain=chain, size=size, added=rfc3339())
     existing = next((i for i in service.images.all() if i.id == record.id and i.chain == chain), None)
     if existing is not None:
         record = existing

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import cast
 
 from ketch import jsonio
+from ketch.clock import rfc3339
 from ketch.engine.archive_formats import (
     CHUNK,
     CONTAINERD_NAME,
@@ -30,7 +31,6 @@ from ketch.engine.archive_formats import (
     repositories_json,
 )
 from ketch.engine.archive_load import Prefixed, copy_decoded, copy_in, decoding, decompress_stream, read_head
-from ketch.engine.images import now_rfc3339
 from ketch.errors import Conflict, CorruptContent, InvalidArgument, Unsupported
 from ketch.files import FileLock
 from ketch.image.compression import HashingReader, gzip_writer
@@ -347,7 +347,7 @@ def import_rootfs(
     comment = message or f"Imported from {origin}"
     with tempfile.TemporaryFile(dir=service.root) as spool:
         diff_id, digest, size = _compress_layer(source, spool)
-        created = now_rfc3339()
+        created = rfc3339()
         config_body = import_config(diff_id, oci.Platform.host(), container_config, comment, created)
         with FileLock(service._gc_lock, shared=True):
             spool.seek(0)
@@ -358,7 +358,7 @@ def import_rootfs(
             chain, total = service.unpack(image_id, manifest, report)
             record = ImageRecord(
                 id=image_id, manifest=service.content.put(body), manifest_type=media_type, chain=chain,
-                created=created, added=now_rfc3339(), size=total,
+                created=created, added=rfc3339(), size=total,
             )  # fmt: skip
             return service.images.add(record, str(ref) if ref else "")
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 from ketch import jsonio
+from ketch.clock import rfc3339
 from ketch.errors import Conflict, CorruptContent, InvalidArgument, KetchError, Unsupported
 from ketch.files import FileLock
 from ketch.image.content import ContentStore
@@ -35,15 +35,13 @@ if TYPE_CHECKING:
 
 DOWNLOADS = 3  # Docker's max-concurrent-downloads
 UNPACKS = 2
+# A layer may unpack to 1 GiB, or 100 times its compressed size if that is more: real layers
+# compress 2-20x; a decompression bomb (zeros) compresses ~1000x.
+EXPANSION_FLOOR, EXPANSION_RATIO = 1 << 30, 100
 
 
 def _quiet(_id: str, _status: str, _current: int = 0, _total: int = 0) -> None:
     return None
-
-
-def now_rfc3339() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 class PullResult(Record):
@@ -115,7 +113,7 @@ class ImageService:
         self.content.put(body, digest)
         record = ImageRecord(
             id=manifest.config.digest, manifest=digest, manifest_type=media_type, chain=chain,
-            index=index_digest, created=config.created, added=now_rfc3339(), size=size,
+            index=index_digest, created=config.created, added=rfc3339(), size=size,
         )  # fmt: skip
         name = str(ref) if ref.tag else ""
         had_name = any(name in i.names for i in self.images.all() if i.id == record.id)
@@ -231,7 +229,7 @@ class _Unpacker:
 
     def _unpack(self, i: int) -> None:
         from ketch.image.compression import HashingReader, decompressed
-        from ketch.image.layers import apply_layer
+        from ketch.image.layers import Limits, apply_layer
 
         snapshots, content = self.service.snapshots, self.service.content
         desc, key = self.manifest.layers[i], self.chain[i]
@@ -246,7 +244,8 @@ class _Unpacker:
                 self.report(short, "Extracting", blob.tell(), desc.size)
 
             reader = HashingReader(decompressed(blob), progress)
-            stats = apply_layer(reader, staged.path, overlay=staged.overlay)  # type: ignore[arg-type]
+            limits = Limits(max_bytes=max(EXPANSION_FLOOR, EXPANSION_RATIO * desc.size))
+            stats = apply_layer(reader, staged.path, overlay=staged.overlay, limits=limits)  # type: ignore[arg-type]
             if reader.digest() != self.config.diff_ids[i]:
                 raise CorruptContent(
                     f"layer {desc.digest}: its content is {reader.digest()}, the config says {self.config.diff_ids[i]}"
