@@ -29,3 +29,26 @@ def parse_rfc3339(text: str) -> float:
     whole, _, frac = text.partition(".")
     base = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
     return base - offset + (float("0." + frac) if frac else 0.0)
+
+
+def human_duration(seconds: float) -> str:
+    """docker/go-units HumanDuration: the hour count is rounded half up and drives the larger units."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return "1 second" if int(seconds) == 1 else f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes < 60:
+        return "About a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // (24 * 7)} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // (24 * 30)} months"
+    return f"{hours // (24 * 365)} years"

@@ -21,11 +21,17 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "/var/lib/ketch"
 
 
-def command(*flags: Flag) -> Callable[[Handler], Handler]:
-    """Declare a verb's flags (-h/--help is added to every verb)."""
+def command(
+    *flags: Flag, positional_stops: bool = False, error_code: int = 1
+) -> Callable[[Handler], Handler]:
+    """Declare a verb's flags (-h/--help is added to every verb). With `positional_stops`, flags
+    end at the first positional (run IMAGE CMD -x: -x is the command's); `error_code` is the exit
+    status for engine errors (run, create and exec use Docker's 125)."""
 
     def wrap(fn: Handler) -> Handler:
         fn.FLAGS = (*flags, Flag("help", short="h"))  # type: ignore[attr-defined]
+        fn.STOPS = positional_stops  # type: ignore[attr-defined]
+        fn.ERROR_CODE = error_code  # type: ignore[attr-defined]
         return fn
 
     return wrap
@@ -72,6 +78,19 @@ def images(g: Parsed, tls_verify: bool = True) -> ImageService:
     return ImageService(os.path.join(root(g), "storage"), registry_config(g, tls_verify), driver)
 
 
+def filters(items: list[str]) -> list[tuple[str, str]]:
+    """--filter key=value items, split; a missing "=" is Docker's "bad format of filter" error."""
+    from ketch.errors import InvalidArgument
+
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise InvalidArgument(f"bad format of filter (expected name=value): {item!r}")
+        out.append((key, value))
+    return out
+
+
 def tls_verify(cmd: Parsed) -> bool:
     raw = cmd.string("tls-verify") or "true"
     return raw.lower() not in ("false", "0", "no")
@@ -99,26 +118,9 @@ def human_ago(rfc3339: str, now: float | None = None) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    """docker/go-units HumanDuration: the hour count is rounded half up and drives the larger units."""
-    if seconds < 1:
-        return "Less than a second"
-    if seconds < 60:
-        return "1 second" if int(seconds) == 1 else f"{int(seconds)} seconds"
-    minutes = int(seconds / 60)
-    if minutes < 60:
-        return "About a minute" if minutes == 1 else f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // (24 * 7)} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // (24 * 30)} months"
-    return f"{hours // (24 * 365)} years"
+    from ketch.clock import human_duration as duration
+
+    return duration(seconds)
 
 
 def parse_time(rfc3339: str) -> float:

@@ -154,10 +154,7 @@ def _filter(
 ) -> list[dict[str, Any]]:
     import fnmatch
 
-    for f in filters:
-        key, eq, value = f.partition("=")
-        if not eq:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {f!r}")
+    for key, value in common.filters(filters):
         if key == "dangling":
             want = value.lower() in ("true", "1")
             rows = [r for r in rows if (r["Repository"] == "<none>") == want]

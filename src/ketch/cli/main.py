@@ -31,7 +31,32 @@ VERBS: dict[str, tuple[str, str]] = {
     "import": ("archive", "import_"),
     "login": ("images", "login"),
     "logout": ("images", "logout"),
-    "inspect": ("images", "inspect"),
+    "inspect": ("ps", "inspect"),
+    "run": ("containers", "run"),
+    "create": ("containers", "create"),
+    "start": ("containers", "start"),
+    "stop": ("containers", "stop"),
+    "restart": ("containers", "restart"),
+    "kill": ("containers", "kill"),
+    "rm": ("containers", "rm"),
+    "wait": ("containers", "wait"),
+    "logs": ("containers", "logs"),
+    "exec": ("containers", "exec_"),
+    "ps": ("ps", "ps"),
+    "container ls": ("ps", "ps"),
+    "container list": ("ps", "ps"),
+    "container ps": ("ps", "ps"),
+    "container run": ("containers", "run"),
+    "container create": ("containers", "create"),
+    "container start": ("containers", "start"),
+    "container stop": ("containers", "stop"),
+    "container restart": ("containers", "restart"),
+    "container kill": ("containers", "kill"),
+    "container rm": ("containers", "rm"),
+    "container wait": ("containers", "wait"),
+    "container logs": ("containers", "logs"),
+    "container exec": ("containers", "exec_"),
+    "container inspect": ("ps", "inspect_container"),
     "image ls": ("images", "ls"),
     "image list": ("images", "ls"),
     "image pull": ("images", "pull"),
@@ -47,10 +72,13 @@ VERBS: dict[str, tuple[str, str]] = {
     "image import": ("archive", "import_"),
     "system check": ("system", "check"),
 }
-GROUPS = {"image", "system"}
+GROUPS = {"image", "system", "container"}
 
 HELP = """usage: ketch [OPTIONS] COMMAND
 
+Containers:
+  run, create, start, stop, restart, kill, rm, wait, logs, exec, ps, inspect
+  container ls|run|create|start|stop|restart|kill|rm|wait|logs|exec|inspect
 Images:
   pull, push, images, rmi, tag, history, inspect, save, load, import, login, logout
   image ls|pull|push|rm|tag|inspect|history|prune|save|load|import
@@ -111,10 +139,16 @@ def _dispatch(g: Parsed) -> int:
     module, function = VERBS[verb]
     handler = getattr(import_module(f"ketch.cli.{module}"), function)
     try:
-        cmd = parse(rest, handler.FLAGS, what=f"ketch {verb}")
+        cmd = parse(rest, handler.FLAGS, stop_at_positional=handler.STOPS, what=f"ketch {verb}")
     except KetchError as exc:
         raise _Usage(str(exc)) from None
-    result: int = handler(g, cmd)
+    try:
+        result: int = handler(g, cmd)
+    except KetchError as exc:
+        if handler.ERROR_CODE == 1 or g.boolean("debug"):
+            raise
+        sys.stderr.write(f"Error: {exc}\n")
+        return int(handler.ERROR_CODE)
     return result
 
 

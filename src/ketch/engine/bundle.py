@@ -1,0 +1,155 @@
+"""Each start of a container: mount its rootfs, write /etc files and volumes, write the OCI bundle."""
+
+from __future__ import annotations
+
+import os
+
+from ketch import jsonio
+from ketch.errors import NotFound
+from ketch.files import atomic_write
+from ketch.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ketch.engine.containers import ContainerRecord
+    from ketch.engine.context import Context
+    from ketch.engine.options import RunOptions
+
+
+class Prepared(Record):
+    path: str  # the bundle directory (the container's directory)
+    terminal: bool
+    stdin: bool
+
+
+def prepare(ctx: Context, record: ContainerRecord) -> Prepared:
+    """Everything `runtime.create` needs, from the container record (idempotent)."""
+    from ketch.engine import specconv, users
+    from ketch.engine.create import options_from_json
+
+    store, images = ctx.containers(), ctx.images()
+    options = options_from_json(record.host_config["Ketch"])
+    image = images.get(record.image)
+    image_config: dict[str, Any] = images.config_json(image).get("config") or {}
+    directory = store.path(record.id)
+    rootfs = os.path.join(directory, "rootfs")
+    _mount(images, record.id, rootfs)
+    hostname = specconv.hostname_of(options, record.id)
+    files = _etc_files(directory, hostname, options)
+    inputs = specconv.SpecInputs(
+        options=options, image_config=image_config, container_id=record.id, rootfs=rootfs,
+        user=users.resolve_user(rootfs, specconv.user_spec_of(options, image_config)),
+        hosts_file=files["hosts"], resolv_file=files["resolv.conf"], hostname_file=files["hostname"],
+        volume_sources=_volumes(ctx, record, options, image_config), cgroups_path=f"/ketch/{record.id}",
+        cgroup_v2=_cgroup_v2(), init_path=_init_path() if options.init else "",
+        device_nodes=_devices(options), hostname=hostname,
+    )  # fmt: skip
+    spec = specconv.container_spec(inputs)
+    atomic_write(os.path.join(directory, "config.json"), jsonio.dumps(spec).encode(), 0o600)
+    return Prepared(directory, options.tty, options.interactive)
+
+
+def release(ctx: Context, record: ContainerRecord) -> None:
+    """Unmount the rootfs (after the container stopped); a rootfs that is not mounted is fine."""
+    rootfs = ctx.containers().path(record.id, "rootfs")
+    if os.path.ismount(rootfs):
+        try:
+            ctx.images().snapshots.unmount(rootfs)
+        except NotFound:
+            pass
+
+
+def _mount(images: Any, container_id: str, rootfs: str) -> None:
+    os.makedirs(rootfs, exist_ok=True)
+    if not os.path.ismount(rootfs):
+        images.snapshots.mount(container_id, rootfs)
+
+
+def _etc_files(directory: str, hostname: str, options: RunOptions) -> dict[str, str]:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf of the container, as Docker writes them."""
+    paths = {name: os.path.join(directory, name) for name in ("hostname", "hosts", "resolv.conf")}
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if options.network != "host":
+        hosts += f"127.0.1.1\t{hostname}\n"
+    atomic_write(paths["hostname"], f"{hostname}\n".encode(), 0o644)
+    atomic_write(paths["hosts"], hosts.encode(), 0o644)
+    atomic_write(paths["resolv.conf"], _resolv_conf(options).encode(), 0o644)
+    return paths
+
+
+def _resolv_conf(options: RunOptions) -> str:
+    """The host's resolv.conf for host networking; otherwise it without loopback resolvers
+    (a container's own loopback has no resolver), as Docker filters it."""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    if options.network == "host":
+        return "\n".join(lines) + "\n"
+    kept = [line for line in lines if not (line.startswith("nameserver") and _loopback(line.split()[1:2]))]
+    return "\n".join(kept) + "\n"
+
+
+def _loopback(words: list[str]) -> bool:
+    return bool(words) and (words[0].startswith("127.") or words[0] == "::1")
+
+
+def _volumes(
+    ctx: Context, record: ContainerRecord, options: RunOptions, image_config: dict[str, Any]
+) -> dict[str, str]:
+    """Host directories for named and anonymous volumes. A new volume starts with a copy of what
+    the image has at its mount point, as Docker does."""
+    from ketch.engine import specconv
+
+    anonymous: dict[str, str] = record.host_config.setdefault("KetchAnonymousVolumes", {})
+    sources: dict[str, str] = {}
+    for mount in specconv.volume_mounts(options, image_config):
+        name = mount.source or anonymous.get(mount.target, "")
+        if not name:
+            name = anonymous[mount.target] = os.urandom(32).hex()
+            ctx.containers().update_record(record)
+        data = os.path.join(ctx.root, "volumes", name, "_data")
+        if not os.path.isdir(data):
+            _new_volume(
+                data, os.path.join(ctx.containers().path(record.id, "rootfs"), mount.target.lstrip("/"))
+            )
+        sources[mount.target] = data
+    return sources
+
+
+def _new_volume(data: str, seed: str) -> None:
+    """Create a volume's directory, filled from `seed` (the image's content at the mount point)."""
+    import subprocess
+
+    tmp = data + ".new"
+    os.makedirs(tmp, mode=0o755, exist_ok=True)
+    if os.path.isdir(seed) and not os.path.islink(seed):
+        subprocess.run(["cp", "-a", "--", f"{seed}/.", tmp], check=True, capture_output=True)
+    os.rename(tmp, data)
+
+
+def _cgroup_v2() -> bool:
+    from ketch.runtime.cgroups import hierarchies
+
+    return "" in hierarchies()
+
+
+def _init_path() -> str:
+    import shutil
+
+    from ketch.errors import Unsupported
+
+    path = shutil.which("tini-static") or shutil.which("tini") or shutil.which("catatonit")
+    if path is None:
+        raise Unsupported("--init needs an init binary on the host (apt-get install tini)")
+    return path
+
+
+def _devices(options: RunOptions) -> tuple[Any, ...]:
+    from ketch.engine import specconv
+
+    nodes = specconv.resolve_devices(options.devices)
+    return nodes + specconv.host_devices() if options.privileged else nodes

@@ -1,0 +1,180 @@
+"""The supervisor: a long-lived, single-threaded process that forks one monitor per container.
+
+Why a supervisor: a monitor that is a fresh Python interpreter costs ~7 MB of private memory.
+Forked from one parent that has already imported everything a monitor runs, monitors share
+those pages copy-on-write (and `gc.freeze()` keeps the collector from dirtying them), so each
+costs only what it writes. Monitors are double-forked: they do not depend on the supervisor,
+which can die or be restarted (by the next `ketch` command that needs it) without touching a
+running container.
+
+Requests arrive on <runroot>/supervisor.sock as one JSON line:
+    {"op": "start", "id": "<container id>", "attach": true}
+The connection itself is handed to the monitor, which answers on it (see ketch.engine.stream).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from ketch import jsonio
+from ketch.engine import stream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from ketch.engine.context import Context
+
+SPAWN_TIMEOUT = 10.0
+
+
+def _preload() -> None:
+    """Import what monitors run, so that each fork shares it instead of importing it again."""
+    import select  # noqa: F401
+
+    from ketch.engine import bundle, logs, monitor  # noqa: F401
+    from ketch.runtime import cgroups, channel, lifecycle, plan, spawn  # noqa: F401
+
+    cgroups.hierarchies()
+
+
+def serve(ctx: Context) -> NoReturn:
+    """The supervisor's main loop (it never returns)."""
+    import gc
+
+    from ketch.files import atomic_write
+
+    _preload()
+    listener = _bind(ctx.supervisor_socket)
+    atomic_write(os.path.join(ctx.runroot, "supervisor.pid"), str(os.getpid()).encode())
+    gc.collect()
+    gc.freeze()  # keep the collector from touching (and so copying) the pages monitors share
+    while True:
+        conn, _ = listener.accept()
+        try:
+            _handle(ctx, listener, conn)
+        except Exception as exc:  # one bad request must not take the supervisor down
+            try:
+                stream.send(conn.fileno(), stream.ERROR, f"supervisor: {exc}".encode())
+            except OSError:
+                pass
+        finally:
+            conn.close()
+        _reap_children()
+
+
+def _bind(path: str) -> socket.socket:
+    """Listen on `path`, replacing a stale socket atomically (bind a temp name, then rename)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    sock.bind(tmp)
+    sock.listen(128)
+    os.rename(tmp, path)
+    return sock
+
+
+def _handle(ctx: Context, listener: socket.socket, conn: socket.socket) -> None:
+    conn.settimeout(5)  # recv honours it (os.read on the now non-blocking fd would not)
+    request: dict[str, Any] = jsonio.loads(stream.read_line(conn))
+    conn.settimeout(None)
+    if request.get("op") == "ping":
+        stream.send(conn.fileno(), stream.STARTED, b"{}")
+        return
+    if request.get("op") != "start":
+        raise ValueError(f"unknown request {request.get('op')!r}")
+    container_id, attach = str(request["id"]), bool(request.get("attach"))
+    if os.fork() == 0:  # the intermediate: fork the monitor and leave, so init adopts it
+        try:
+            listener.close()
+            os.setsid()
+            if os.fork() == 0:
+                _become_monitor(ctx, container_id, conn, attach)
+        finally:
+            os._exit(0)
+
+
+def _become_monitor(ctx: Context, container_id: str, conn: socket.socket, attach: bool) -> NoReturn:
+    from ketch.engine.monitor import Monitor
+
+    fd = conn.detach()
+    Monitor(ctx, container_id).run(fd, attach)
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# --- the client side: find or start the supervisor -------------------------------------------------
+
+
+def connect(ctx: Context) -> socket.socket:
+    """A connection to the supervisor, starting one if none answers."""
+    sock = _try_connect(ctx.supervisor_socket)
+    if sock is not None:
+        return sock
+    from ketch.files import FileLock
+
+    os.makedirs(ctx.runroot, exist_ok=True)
+    with FileLock(os.path.join(ctx.runroot, "supervisor.lock")):
+        sock = _try_connect(ctx.supervisor_socket)
+        if sock is None:
+            _spawn(ctx)
+            sock = _wait_for(ctx.supervisor_socket)
+    return sock
+
+
+def _try_connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _spawn(ctx: Context) -> None:
+    """Start a supervisor as a fresh interpreter in its own session, detached from our stdio."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "ketch.engine.supervisor", ctx.root, ctx.runroot, ctx.driver]
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)  # fmt: skip
+
+
+def _wait_for(path: str) -> socket.socket:
+    import time
+
+    from ketch.errors import Unavailable
+
+    deadline = time.monotonic() + SPAWN_TIMEOUT
+    while time.monotonic() < deadline:
+        sock = _try_connect(path)
+        if sock is not None:
+            return sock
+        time.sleep(0.005)
+    raise Unavailable(f"the ketch supervisor did not start within {SPAWN_TIMEOUT:.0f} s ({path})")
+
+
+def main() -> NoReturn:
+    from ketch.engine.context import Context
+
+    root, runroot, driver = sys.argv[1:4]
+    serve(Context(root, runroot, driver))
+
+
+if __name__ == "__main__":
+    main()

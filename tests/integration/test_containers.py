@@ -1,0 +1,324 @@
+"""The `ketch` container verbs against the real kernel, with an image imported from Debian's busybox."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+KETCH = str(Path(sys.executable).parent / "ketch")
+IMAGE = "busybox:test"
+APPLETS = ("sh", "ls", "cat", "echo", "sleep", "id", "hostname", "ps", "true", "false", "mount", "unshare",
+           "grep", "env", "tty", "stat", "wc", "head", "kill", "pwd")  # fmt: skip
+
+
+class Engine:
+    """Runs `ketch` with private roots; removes every container and stops the supervisor at the end."""
+
+    def __init__(self, base: Path) -> None:
+        self.root, self.runroot = base / "root", base / "run"
+        self.env = dict(os.environ, KETCH_ROOT=str(self.root), KETCH_RUNROOT=str(self.runroot),
+                        KETCH_AUTH_FILE=str(base / "auth.json"))  # fmt: skip
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 60, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([KETCH, *args], capture_output=True, text=True, env=self.env, timeout=timeout,
+                              check=False, **kw)  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ketch {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self("inspect", "--type", "container", name).stdout)[0]
+        return doc
+
+    def wait_for(self, name: str, check: Any, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.inspect(name)
+            if check(doc):
+                return doc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; last state {doc['State']}")
+            time.sleep(0.05)
+
+    def cleanup(self) -> None:
+        ids = self("ps", "-aq", "--no-trunc", check=False).stdout.split()
+        if ids:
+            self("rm", "-f", "-v", *ids, check=False)
+        pid_file = self.runroot / "supervisor.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _busybox_tar(path: Path) -> None:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("needs busybox-static")
+    with tarfile.open(path, "w") as tar:
+        for d in ("bin", "etc", "tmp", "root", "data"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"),
+                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n"), ("data/seed", "from the image\n")):  # fmt: skip
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            import io
+
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    base = tmp_path_factory.mktemp("engine")
+    eng = Engine(base)
+    _busybox_tar(base / "busybox.tar")
+    eng("import", "--change", "ENV PATH=/bin", "--change", 'CMD ["sh"]', str(base / "busybox.tar"), IMAGE)
+    try:
+        yield eng
+    finally:
+        eng.cleanup()
+        leftovers = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+                     if str(base) in line.split()[1]]  # fmt: skip
+        for target in reversed(leftovers):
+            subprocess.run(["umount", "-l", target], check=False)
+        assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+def _cgroups_of(container_id: str) -> list[Path]:
+    from ketch.runtime.cgroups import hierarchies
+
+    return [
+        Path(p, "ketch", container_id)
+        for p in hierarchies().values()
+        if Path(p, "ketch", container_id).exists()
+    ]
+
+
+# --- run and its exit codes -------------------------------------------------------------------------
+
+
+def test_run_rm_prints_output_and_leaves_nothing(engine: Engine) -> None:
+    result = engine(
+        "run", "--rm", "--name", "once", IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3", check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert engine("ps", "-aq").stdout == ""
+    assert not list((engine.root / "containers").iterdir())
+    assert not (engine.root / "names" / "once").exists()
+    assert not list((engine.root / "storage/snapshots/containers").iterdir())
+
+
+def test_exit_codes_follow_docker(engine: Engine) -> None:
+    assert engine("run", "--rm", "no/such:image", check=False).returncode == 125
+    bad = engine("run", "--rm", "-m", "10xb", IMAGE, "true", check=False)
+    assert bad.returncode == 125 and "10xb" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert engine("run", "--rm", IMAGE, "/bin/nonexistent", check=False).returncode == 127
+    assert engine("run", "--rm", IMAGE, "/etc/passwd", check=False).returncode == 126
+    engine("run", "-d", "--name", "killed", IMAGE, "sleep", "1000")
+    engine("kill", "killed")
+    assert engine("wait", "killed").stdout.strip() == "137"  # SIGKILL: 128 + 9
+    engine("rm", "killed")
+    assert engine("frobnicate", check=False).returncode == 125
+
+
+def test_stdin_and_tty(engine: Engine) -> None:
+    piped = engine("run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo done", input="through stdin\n")
+    assert piped.stdout == "through stdin\ndone\n"
+    assert engine("run", "--rm", IMAGE, "cat", input="ignored\n").stdout == ""  # no -i: stdin is /dev/null
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([KETCH, "run", "--rm", "-t", IMAGE, "sh", "-c", "tty; echo size $(stty size 2>/dev/null)"],
+                            stdin=slave, stdout=slave, stderr=slave, env=engine.env)  # fmt: skip
+    os.close(slave)
+    output = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 20)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(20) == 0
+    os.close(master)
+    assert b"/dev/pts/0" in output
+
+
+def test_detached_lifecycle_logs_exec_stop_rm(engine: Engine) -> None:
+    cid = engine("run", "-d", "--name", "ticker", IMAGE, "sh", "-c",
+                 "trap 'echo bye; exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done").stdout.strip()  # fmt: skip
+    assert len(cid) == 64
+    ps = engine("ps").stdout.splitlines()
+    assert (
+        ps[0].split()[:2] == ["CONTAINER", "ID"]
+        and cid[:12] in ps[1]
+        and "Up " in ps[1]
+        and "ticker" in ps[1]
+    )
+    engine.wait_for("ticker", lambda d: True)
+    time.sleep(0.5)
+    logs = engine("logs", "ticker").stdout.splitlines()
+    assert logs[:2] == ["tick 0", "tick 1"]
+    assert engine("logs", "--tail", "1", "ticker").stdout.count("\n") == 1
+    stamped = engine("logs", "-t", "--tail", "1", "ticker").stdout
+    assert stamped[:4].isdigit() and "T" in stamped.split()[0]
+    assert engine("exec", "ticker", "sh", "-c", "echo in $(hostname)").stdout == f"in {cid[:12]}\n"
+    assert engine("exec", "ticker", "sh", "-c", "exit 4", check=False).returncode == 4
+    assert engine("exec", "-u", "nobody", "ticker", "id", "-u").stdout.strip() == "65534"
+    refused = engine("rm", "ticker", check=False)
+    assert refused.returncode == 1 and "running container" in refused.stderr
+    assert engine("stop", "ticker").stdout.strip() == "ticker"
+    doc = engine.inspect("ticker")
+    assert doc["State"]["Status"] == "exited" and doc["State"]["ExitCode"] == 0
+    assert "bye" in engine("logs", "ticker").stdout
+    assert engine("wait", "ticker").stdout.strip() == "0"
+    engine("rm", "ticker")
+    assert not _cgroups_of(cid)
+
+
+def test_inspect_fields(engine: Engine) -> None:
+    engine("create", "--name", "described", "-e", "A=1", "-l", "k=v", "-w", "/tmp", "--restart", "on-failure:2", IMAGE,
+           "sleep", "5")  # fmt: skip
+    doc = engine.inspect("described")
+    assert (
+        doc["Name"] == "/described"
+        and doc["State"]["Status"] == "created"
+        and doc["State"]["Running"] is False
+    )
+    assert doc["Path"] == "sleep" and doc["Args"] == ["5"]
+    assert (
+        "A=1" in doc["Config"]["Env"]
+        and doc["Config"]["Labels"] == {"k": "v"}
+        and doc["Config"]["WorkingDir"] == "/tmp"
+    )
+    assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    assert doc["Image"].startswith("sha256:")
+    engine("start", "described")
+    doc = engine.wait_for("described", lambda d: d["State"]["Running"])
+    assert doc["State"]["Pid"] > 0 and doc["State"]["StartedAt"] != "0001-01-01T00:00:00Z"
+    engine("rm", "-f", "described")
+
+
+def test_name_conflict_leaves_nothing_half_made(engine: Engine) -> None:
+    engine("create", "--name", "taken", IMAGE, "true")
+    before = sorted(p.name for p in (engine.root / "containers").iterdir())
+    second = engine("run", "--name", "taken", IMAGE, "true", check=False)
+    assert second.returncode == 125 and "already in use" in second.stderr
+    assert sorted(p.name for p in (engine.root / "containers").iterdir()) == before
+    engine("rm", "taken")
+
+
+# --- restart policies and monitors -----------------------------------------------------------------------
+
+
+def test_on_failure_restarts_exactly_n_times(engine: Engine) -> None:
+    engine("run", "-d", "--name", "flaky", "--restart", "on-failure:3", IMAGE, "sh", "-c", "echo run; exit 2")
+    doc = engine.wait_for("flaky", lambda d: d["State"]["Status"] == "exited" and d["RestartCount"] == 3, 30)
+    assert doc["State"]["ExitCode"] == 2
+    time.sleep(1)
+    assert engine.inspect("flaky")["RestartCount"] == 3
+    assert engine("logs", "flaky").stdout.count("run") == 4
+    engine("rm", "flaky")
+
+
+def test_always_restarts_after_the_init_is_killed(engine: Engine) -> None:
+    engine("run", "-d", "--name", "phoenix", "--restart", "always", IMAGE, "sleep", "1000")
+    first = engine.wait_for("phoenix", lambda d: d["State"]["Running"])["State"]["Pid"]
+    os.kill(first, signal.SIGKILL)
+    doc = engine.wait_for("phoenix", lambda d: d["State"]["Running"] and d["State"]["Pid"] != first, 20)
+    assert doc["RestartCount"] == 1
+    engine("stop", "-t", "1", "phoenix")  # a manual stop ends the policy
+    time.sleep(0.5)
+    assert engine.inspect("phoenix")["State"]["Status"] == "exited"
+    engine("rm", "phoenix")
+
+
+def test_ps_tells_the_truth_after_the_monitor_is_killed(engine: Engine) -> None:
+    from ketch.engine.containers import ContainerStore
+
+    cid = engine("run", "-d", "--name", "orphan", IMAGE, "sleep", "1000").stdout.strip()
+    doc = engine.wait_for("orphan", lambda d: d["State"]["Running"])
+    monitor = ContainerStore(str(engine.root)).raw_state(cid).monitor
+    os.kill(monitor, signal.SIGKILL)
+    time.sleep(0.2)
+    assert engine.inspect("orphan")["State"]["Status"] == "running"  # its init lives on
+    os.kill(doc["State"]["Pid"], signal.SIGKILL)
+    doc = engine.wait_for("orphan", lambda d: not d["State"]["Running"], 10)
+    assert doc["State"]["ExitCode"] == 255 and "Exited (255)" in engine("ps", "-a").stdout
+    engine("rm", "-f", "orphan")
+
+
+# --- Docker's defaults, checked from inside ----------------------------------------------------------------
+
+
+def test_defaults_from_inside(engine: Engine) -> None:
+    script = (
+        "grep CapEff /proc/self/status; "
+        "stat -c '%t,%T' /proc/keys; "
+        "unshare -U true 2>/dev/null && echo unshare-allowed || echo unshare-denied; "
+        "mount -t tmpfs t /tmp 2>/dev/null && echo mount-allowed || echo mount-denied; "
+        "ls /dev; "
+        "cat /etc/hostname; grep -c localhost /etc/hosts"
+    )
+    out = engine("run", "--rm", "--hostname", "box", IMAGE, "sh", "-c", script).stdout.split()
+    assert out[:3] == ["CapEff:", "00000000a80425fb", "1,3"]  # /proc/keys masked by /dev/null (1,3)
+    assert "unshare-denied" in out and "mount-denied" in out
+    devices = set(out[out.index("mount-denied") + 1 : out.index("box")])
+    assert devices <= {"console", "core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
+                       "stdin", "stdout", "tty", "urandom", "zero"}  # fmt: skip
+    assert out[-2:] == ["box", "2"]
+    privileged = engine("run", "--rm", "--privileged", IMAGE, "grep", "CapEff", "/proc/self/status").stdout
+    assert privileged.split()[1] != "00000000a80425fb"
+
+
+def test_volumes_named_anonymous_and_bind(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "host.txt").write_text("from the host\n")
+    out = engine("run", "--rm", "-v", f"{tmp_path}:/mnt:ro", "-v", "named:/data", IMAGE, "sh", "-c",
+                 "cat /mnt/host.txt; cat /data/seed; echo more > /data/new; touch /mnt/x 2>/dev/null || echo ro").stdout  # fmt: skip
+    assert out == "from the host\nfrom the image\nro\n"
+    again = engine("run", "--rm", "-v", "named:/data", IMAGE, "cat", "/data/new").stdout
+    assert again == "more\n"
+
+
+def test_many_concurrent_detached_runs(engine: Engine) -> None:
+    def run(i: int) -> str:
+        return engine("run", "-d", IMAGE, "sleep", "1000", timeout=120).stdout.strip()
+
+    with ThreadPoolExecutor(50) as pool:
+        ids = list(pool.map(run, range(50)))
+    assert len(set(ids)) == 50
+    names = engine("ps", "--format", "{{.Names}}").stdout.split()
+    assert len(names) == len(set(names)) == 50
+    engine("rm", "-f", *ids, timeout=300)
+    assert engine("ps", "-aq").stdout == ""
