@@ -6,15 +6,18 @@ import fcntl
 import os
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` so a crash leaves either the old or the new file, never a mix."""
+def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace `path` with `data` so a crash leaves either the old or the new file, never a mix.
+    `durable=False` skips the fsync: for files rebuilt at every use (a power loss may then leave
+    an empty file, which the next use rewrites)."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.root
 KETCH = str(Path(sys.executable).parent / "ketch")
 IMAGE = "busybox:test"
 APPLETS = ("sh", "ls", "cat", "echo", "sleep", "id", "hostname", "ps", "true", "false", "mount", "unshare",
-           "grep", "env", "tty", "stat", "wc", "head", "kill", "pwd")  # fmt: skip
+           "grep", "env", "tty", "stat", "wc", "head", "kill", "pwd", "tr")  # fmt: skip
 
 
 class Engine:
@@ -322,3 +322,70 @@ def test_many_concurrent_detached_runs(engine: Engine) -> None:
     assert len(names) == len(set(names)) == 50
     engine("rm", "-f", *ids, timeout=300)
     assert engine("ps", "-aq").stdout == ""
+
+
+# --- verbs around a running container ------------------------------------------------------------------
+
+
+def test_pause_top_stats_rename_update(engine: Engine) -> None:
+    cid = engine("run", "-d", "--name", "busy", "-m", "64m", IMAGE, "sleep", "1000").stdout.strip()
+    engine.wait_for("busy", lambda d: d["State"]["Running"])
+    top = engine("top", "busy").stdout.splitlines()
+    assert "PID" in top[0] and any("sleep 1000" in line for line in top[1:])
+    engine("pause", "busy")
+    assert engine.inspect("busy")["State"]["Paused"] is True and "(Paused)" in engine("ps").stdout
+    assert engine("exec", "busy", "true", check=False).returncode != 0
+    engine("unpause", "busy")
+    assert engine.inspect("busy")["State"]["Status"] == "running"
+    stats = engine("stats", "--no-stream", "busy").stdout.splitlines()
+    assert stats[0].split()[:3] == ["CONTAINER", "ID", "NAME"] and "busy" in stats[1] and "64MiB" in stats[1]
+    engine("rename", "busy", "renamed")
+    assert (
+        engine.inspect("renamed")["Name"] == "/renamed"
+        and engine("inspect", "busy", check=False).returncode == 1
+    )
+    engine("update", "-m", "96m", "renamed")
+    limit = engine("exec", "renamed", "sh", "-c",
+                   "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes").stdout  # fmt: skip
+    assert limit.strip() == str(96 << 20)
+    assert engine.inspect("renamed")["HostConfig"]["Memory"] == 96 << 20
+    engine("rm", "-f", "renamed")
+    assert not _cgroups_of(cid)
+
+
+def test_attach_and_container_prune(engine: Engine) -> None:
+    engine("run", "-d", "--name", "talker", IMAGE, "sh", "-c", "sleep 0.5; echo late; exit 5")
+    attached = engine("attach", "talker", check=False)
+    assert (attached.returncode, attached.stdout) == (5, "late\n")
+    engine("create", "--name", "never-started", IMAGE, "true")
+    engine("run", "-d", "--name", "still-running", IMAGE, "sleep", "1000")
+    pruned = engine("container", "prune", "-f").stdout
+    assert "Deleted Containers:" in pruned
+    assert engine("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["still-running"]
+    engine("rm", "-f", "still-running")
+
+
+def test_healthcheck_turns_unhealthy_then_healthy(engine: Engine) -> None:
+    engine("run", "-d", "--name", "checked", "--health-cmd", "cat /tmp/ok", "--health-interval", "0.2s",
+           "--health-retries", "2", IMAGE, "sleep", "1000")  # fmt: skip
+    assert "(health: starting)" in engine("ps").stdout
+    doc = engine.wait_for("checked", lambda d: d["State"].get("Health", {}).get("Status") == "unhealthy")
+    assert doc["State"]["Health"]["FailingStreak"] >= 2 and doc["State"]["Health"]["Log"][-1]["ExitCode"] == 1
+    assert "(unhealthy)" in engine("ps").stdout
+    engine("exec", "checked", "sh", "-c", "echo fine > /tmp/ok")
+    doc = engine.wait_for("checked", lambda d: d["State"]["Health"]["Status"] == "healthy")
+    assert doc["State"]["Health"]["Log"][-1]["Output"] == "fine\n"
+    engine("rm", "-f", "checked")
+
+
+def test_init_reaps_and_forwards_signals(engine: Engine) -> None:
+    if not (shutil.which("tini-static") or shutil.which("tini")):
+        pytest.skip("needs tini (apt-get install tini)")
+    out = engine("run", "--rm", "--init", IMAGE, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '").stdout
+    assert out.startswith("/dev/init")
+    engine("run", "-d", "--init", "--name", "inited", IMAGE, "sleep", "1000")
+    start = time.monotonic()
+    engine("stop", "-t", "5", "inited")  # tini forwards SIGTERM to sleep, which dies at once
+    assert time.monotonic() - start < 4
+    assert engine.inspect("inited")["State"]["ExitCode"] == 143
+    engine("rm", "inited")

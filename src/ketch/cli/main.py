@@ -57,6 +57,36 @@ VERBS: dict[str, tuple[str, str]] = {
     "container logs": ("containers", "logs"),
     "container exec": ("containers", "exec_"),
     "container inspect": ("ps", "inspect_container"),
+    "pause": ("manage", "pause"),
+    "unpause": ("manage", "unpause"),
+    "top": ("manage", "top"),
+    "stats": ("manage", "stats"),
+    "rename": ("manage", "rename"),
+    "update": ("manage", "update"),
+    "attach": ("manage", "attach"),
+    "container pause": ("manage", "pause"),
+    "container unpause": ("manage", "unpause"),
+    "container top": ("manage", "top"),
+    "container stats": ("manage", "stats"),
+    "container rename": ("manage", "rename"),
+    "container update": ("manage", "update"),
+    "container attach": ("manage", "attach"),
+    "container prune": ("manage", "prune"),
+    "cp": ("fs", "cp"),
+    "diff": ("fs", "diff"),
+    "export": ("fs", "export"),
+    "commit": ("fs", "commit"),
+    "container cp": ("fs", "cp"),
+    "container diff": ("fs", "diff"),
+    "container export": ("fs", "export"),
+    "container commit": ("fs", "commit"),
+    "volume create": ("volumes", "create"),
+    "volume ls": ("volumes", "ls"),
+    "volume list": ("volumes", "ls"),
+    "volume inspect": ("volumes", "inspect"),
+    "volume rm": ("volumes", "rm"),
+    "volume remove": ("volumes", "rm"),
+    "volume prune": ("volumes", "prune"),
     "image ls": ("images", "ls"),
     "image list": ("images", "ls"),
     "image pull": ("images", "pull"),
@@ -72,13 +102,16 @@ VERBS: dict[str, tuple[str, str]] = {
     "image import": ("archive", "import_"),
     "system check": ("system", "check"),
 }
-GROUPS = {"image", "system", "container"}
+GROUPS = {"image", "system", "container", "volume"}
 
 HELP = """usage: ketch [OPTIONS] COMMAND
 
 Containers:
-  run, create, start, stop, restart, kill, rm, wait, logs, exec, ps, inspect
-  container ls|run|create|start|stop|restart|kill|rm|wait|logs|exec|inspect
+  run, create, start, stop, restart, kill, rm, wait, logs, exec, ps, inspect, pause, unpause,
+  top, stats, rename, update, attach, cp, diff, export, commit
+  container ls|run|create|start|stop|restart|kill|rm|wait|logs|exec|inspect|prune|...
+Volumes:
+  volume create|ls|inspect|rm|prune
 Images:
   pull, push, images, rmi, tag, history, inspect, save, load, import, login, logout
   image ls|pull|push|rm|tag|inspect|history|prune|save|load|import

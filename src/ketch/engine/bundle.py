@@ -22,6 +22,7 @@ class Prepared(Record):
     path: str  # the bundle directory (the container's directory)
     terminal: bool
     stdin: bool
+    health: Any = None  # a health.Check, when the container has a healthcheck
 
 
 def prepare(ctx: Context, record: ContainerRecord) -> Prepared:
@@ -47,8 +48,10 @@ def prepare(ctx: Context, record: ContainerRecord) -> Prepared:
         device_nodes=_devices(options), hostname=hostname,
     )  # fmt: skip
     spec = specconv.container_spec(inputs)
-    atomic_write(os.path.join(directory, "config.json"), jsonio.dumps(spec).encode(), 0o600)
-    return Prepared(directory, options.tty, options.interactive)
+    atomic_write(os.path.join(directory, "config.json"), jsonio.dumps(spec).encode(), 0o600, durable=False)
+    from ketch.engine.health import check_of
+
+    return Prepared(directory, options.tty, options.interactive, check_of(record, image_config))
 
 
 def release(ctx: Context, record: ContainerRecord) -> None:
@@ -73,9 +76,10 @@ def _etc_files(directory: str, hostname: str, options: RunOptions) -> dict[str, 
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     if options.network != "host":
         hosts += f"127.0.1.1\t{hostname}\n"
-    atomic_write(paths["hostname"], f"{hostname}\n".encode(), 0o644)
-    atomic_write(paths["hosts"], hosts.encode(), 0o644)
-    atomic_write(paths["resolv.conf"], _resolv_conf(options).encode(), 0o644)
+    # rebuilt at every start, so they need no fsync
+    atomic_write(paths["hostname"], f"{hostname}\n".encode(), 0o644, durable=False)
+    atomic_write(paths["hosts"], hosts.encode(), 0o644, durable=False)
+    atomic_write(paths["resolv.conf"], _resolv_conf(options).encode(), 0o644, durable=False)
     return paths
 
 

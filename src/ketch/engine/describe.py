@@ -74,6 +74,7 @@ def status_line(state: State, now: float | None = None) -> str:
     if state.status in ("running", "paused"):
         up = f"Up {human_duration(now - parse_rfc3339(state.started_at))}"
         health = state.health.get("Status") if state.health else ""
+        health = "health: starting" if health == "starting" else health
         suffix = " (Paused)" if state.status == "paused" else f" ({health})" if health else ""
         return up + suffix
     if state.status == "restarting":

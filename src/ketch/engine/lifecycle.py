@@ -15,6 +15,7 @@ from ketch.errors import Conflict, KetchError, NotFound, SetupFailed
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
     from ketch.engine.containers import ContainerRecord, State
     from ketch.engine.context import Context
@@ -79,6 +80,22 @@ def start(ctx: Context, record: ContainerRecord, attach: bool = False) -> Starte
             if kind == stream.STARTED:  # frames read behind it wait in the reader's backlog
                 reader.backlog = frames[i + 1 :]
                 return Started(sock, reader, int(jsonio.loads(payload).get("pid", 0)))
+
+
+def attach(ctx: Context, record: ContainerRecord) -> Started:
+    """Join a running container's output (and stdin) through its monitor's attach socket."""
+    import _socket
+
+    state = ctx.containers().state(record.id)
+    if not state.running:
+        raise Conflict("You cannot attach to a stopped container, start it first")
+    sock: Any = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(ctx.attach_socket(record.id))
+    except OSError as exc:
+        sock.close()
+        raise Conflict(f"container {record.short_id} has no monitor to attach to ({exc.strerror})") from None
+    return Started(sock, stream.Reader(), state.pid)
 
 
 def _reset(state: State) -> State:

@@ -139,6 +139,11 @@ class Monitor:
             self._console_peer.close()
         ctr.start()
         pid = ctr.record.pid
+        self.health_pid = 0
+        if prepared.health is not None:
+            from ketch.engine import health
+
+            self.health_pid = health.start(self.ctx, self.record, prepared.health)
         self.store.update_state(
             self.id, status="running", pid=pid, pid_start=start_time(pid) or 0, monitor=os.getpid(),
             monitor_start=start_time(os.getpid()) or 0, started_at=rfc3339(), exit_code=0, error="",
@@ -308,10 +313,20 @@ class Monitor:
 
     # --- after the exit ------------------------------------------------------------------------------
 
+    def _stop_health(self) -> None:
+        if getattr(self, "health_pid", 0):
+            try:
+                os.kill(self.health_pid, 9)
+                os.waitpid(self.health_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.health_pid = 0
+
     def _finish(self, exit_code: int) -> State:
         from ketch.engine import bundle
         from ketch.runtime.container import Runtime
 
+        self._stop_health()
         oom = False
         try:
             ctr = Runtime(self.ctx.runtime_root).load(self.id)

@@ -213,12 +213,20 @@ def describe(seccomp: Seccomp, path: str = "linux.seccomp") -> FilterDescription
 # --- acting on it (imports the linux layer lazily) ---------------------------------------------
 
 
+_compiled: dict[FilterDescription, Program] = {}  # a long-lived caller (ketch's supervisor) compiles once
+
+
 def compile_program(description: FilterDescription) -> Program:
-    """Compile the description to BPF with libseccomp; run this in the parent, before fork."""
+    """Compile the description to BPF with libseccomp (~20 ms for Docker's profile; cached per
+    process); run this in the parent, before fork."""
+    cached = _compiled.get(description)
+    if cached is not None:
+        return cached
     from ketch.linux import seccomp as linux_seccomp
 
     try:
-        return Program(linux_seccomp.compile_bpf(description), description.flags)
+        program = _compiled[description] = Program(linux_seccomp.compile_bpf(description), description.flags)
+        return program
     except OSError as exc:
         if not exc.errno:  # libseccomp.so.2 could not be loaded
             raise Unsupported(f"seccomp needs libseccomp: {exc}") from exc
