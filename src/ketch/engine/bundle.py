@@ -116,23 +116,29 @@ def _volumes(
             name = anonymous[mount.target] = os.urandom(32).hex()
             ctx.containers().update_record(record)
         data = os.path.join(ctx.root, "volumes", name, "_data")
+        seed = os.path.join(ctx.containers().path(record.id, "rootfs"), mount.target.lstrip("/"))
         if not os.path.isdir(data):
-            _new_volume(
-                data, os.path.join(ctx.containers().path(record.id, "rootfs"), mount.target.lstrip("/"))
-            )
+            _new_volume(data, seed, "nocopy" not in mount.options)
+        elif "nocopy" not in mount.options and not os.listdir(data):
+            _fill(data, seed)  # an empty volume (`volume create`) takes the image's content, as Docker's
         sources[mount.target] = data
     return sources
 
 
-def _new_volume(data: str, seed: str) -> None:
+def _new_volume(data: str, seed: str, copy: bool) -> None:
     """Create a volume's directory, filled from `seed` (the image's content at the mount point)."""
-    import subprocess
-
     tmp = data + ".new"
     os.makedirs(tmp, mode=0o755, exist_ok=True)
-    if os.path.isdir(seed) and not os.path.islink(seed):
-        subprocess.run(["cp", "-a", "--", f"{seed}/.", tmp], check=True, capture_output=True)
+    if copy:
+        _fill(tmp, seed)
     os.rename(tmp, data)
+
+
+def _fill(target: str, seed: str) -> None:
+    import subprocess
+
+    if os.path.isdir(seed) and not os.path.islink(seed):
+        subprocess.run(["cp", "-a", "--", f"{seed}/.", target], check=True, capture_output=True)
 
 
 def _cgroup_v2() -> bool:
