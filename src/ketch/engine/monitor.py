@@ -109,48 +109,85 @@ class Monitor:
     # --- starting -----------------------------------------------------------------------------------
 
     def _start(self) -> _Stdio:
-        from ketch.engine import bundle
-        from ketch.runtime import lifecycle
-        from ketch.runtime.container import Runtime, start_time
-        from ketch.runtime.plan import CreateOptions
+        """Start the container from a short-lived setup child, and adopt its init.
 
-        prepared = bundle.prepare(self.ctx, self.record)
-        io, console, theirs = self._plumb(prepared.terminal, prepared.stdin)
-        rt = Runtime(self.ctx.runtime_root)
-        self._forget_runtime_state(rt)
-        warnings: list[str] = []
-        saved = [os.dup(fd) for fd in (0, 1, 2)]
-        try:
-            for target, fd in enumerate(theirs):
-                os.dup2(fd, target)
-            ctr = lifecycle.create(
-                rt, self.id, prepared.path, CreateOptions(), lifecycle.Stdio(), warnings, console
-            )
-        finally:
-            for target, fd in enumerate(saved):
-                os.dup2(fd, target)
-                os.close(fd)
-            for fd in set(theirs):
-                os.close(fd)
+        The setup (spec, seccomp, runtime.create) allocates megabytes of Python objects; done
+        in the monitor they would stay in its private pages for the container's whole life. The
+        child does it and exits; the init, orphaned when the runtime's intermediate process
+        exits, comes to us because we are a subreaper.
+        """
+        from ketch.runtime.container import start_time
+
+        config = self.record.config
+        io, console, theirs = self._plumb(bool(config.get("Tty")), bool(config.get("OpenStdin")))
+        result = self._in_setup_child(lambda: self._setup(console, theirs))
+        for fd in set(theirs):
+            os.close(fd)
         if console is not None:
             from ketch.runtime.channel import recv_fd
 
+            console.close()
             io.master = recv_fd(self._console_peer)
             self._console_peer.close()
-        ctr.start()
-        pid = ctr.record.pid
+        self.pid = pid = int(result["pid"])
         self.health_pid = 0
-        if prepared.health is not None:
+        if result.get("health"):
             from ketch.engine import health
 
-            self.health_pid = health.start(self.ctx, self.record, prepared.health)
+            self.health_pid = health.start(self.ctx, self.record, health.Check(**result["health"]))
         self.store.update_state(
             self.id, status="running", pid=pid, pid_start=start_time(pid) or 0, monitor=os.getpid(),
             monitor_start=start_time(os.getpid()) or 0, started_at=rfc3339(), exit_code=0, error="",
             oom_killed=False,
         )  # fmt: skip
-        self.pid = pid
         return io
+
+    def _in_setup_child(self, work: Any) -> dict[str, Any]:
+        """Run `work()` in a forked child; its JSON result, or its error raised here."""
+        from ketch import jsonio
+        from ketch.engine.lifecycle import start_error
+
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        child = os.fork()
+        if child == 0:
+            os.close(read_end)
+            code = 0
+            try:
+                doc = {"ok": work()}
+            except BaseException as exc:
+                message = str(exc) if isinstance(exc, KetchError) else f"{type(exc).__name__}: {exc}"
+                doc, code = {"message": message, "errno": getattr(exc, "errno", 0) or 0}, 1
+            os.write(write_end, jsonio.dumps(doc).encode())
+            os._exit(code)
+        os.close(write_end)
+        chunks = []
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+        os.close(read_end)
+        os.waitpid(child, 0)
+        payload = b"".join(chunks)
+        doc = jsonio.loads(payload) if payload else {"message": "the setup process died", "errno": 0}
+        if "ok" not in doc:
+            raise start_error(payload or b"the setup process died")
+        result: dict[str, Any] = doc["ok"]
+        return result
+
+    def _setup(self, console: socket.socket | None, theirs: list[int]) -> dict[str, Any]:
+        """In the setup child: write the bundle, create and start the container."""
+        from ketch.engine import bundle
+        from ketch.runtime import lifecycle
+        from ketch.runtime.container import Runtime
+        from ketch.runtime.plan import CreateOptions
+
+        prepared = bundle.prepare(self.ctx, self.record)
+        rt = Runtime(self.ctx.runtime_root)
+        self._forget_runtime_state(rt)
+        for target, fd in enumerate(theirs):
+            os.dup2(fd, target)
+        ctr = lifecycle.create(rt, self.id, prepared.path, CreateOptions(), lifecycle.Stdio(), [], console)
+        ctr.start()
+        check = prepared.health
+        return {"pid": ctr.record.pid, "health": check.to_dict() if check is not None else None}
 
     def _plumb(self, terminal: bool, stdin: bool) -> tuple[_Stdio, socket.socket | None, list[int]]:
         """Make the container's stdio; returns our ends, a console socket, and its fds 0, 1, 2."""
