@@ -199,6 +199,30 @@ def test_sha512_blob(store: ContentStore) -> None:
     assert digest in list(store.digests())
 
 
+def test_read_verifies_sha512_blobs_too(store: ContentStore) -> None:
+    digest = store.put(DATA, _digest.of(DATA, "sha512"))
+    os.chmod(store.path(digest), 0o644)
+    with open(store.path(digest), "r+b") as f:
+        f.write(b"J")
+    with pytest.raises(CorruptContent, match="digest mismatch"):
+        store.read(digest)
+
+
+def test_read_loads_no_openssl(tmp_path: os.PathLike[str]) -> None:
+    """read() checks small documents with CPython's own SHA-2: `ketch run` never pays for
+    OpenSSL (~4 ms to load) just to verify a manifest and a config."""
+    root = os.path.join(tmp_path, "content")
+    digest = ContentStore(root).put(DATA)
+    code = (
+        "import sys\n"
+        "from ketch.image.content import ContentStore\n"
+        f"assert ContentStore({root!r}).read({digest!r}) == {DATA!r}\n"
+        "assert '_hashlib' not in sys.modules and 'hashlib' not in sys.modules, sorted(sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=SRC)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
 # --- the writer ---------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,7 @@ from ketch.engine.options import (
     parse_tmpfs,
     parse_ulimit,
     parse_volume,
+    quote,
     resolve_files,
 )
 from ketch.errors import InvalidArgument, NotFound, Unsupported
@@ -591,3 +595,118 @@ def test_clean_path_is_gos() -> None:
     assert clean_path("//a//b/../c/") == "/a/c"
     assert clean_path("") == "."
     assert clean_path("/") == "/"
+
+
+# --- the syntax scanners that replaced regular expressions ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1e3", 1000),
+        ("1E2k", 100 << 10),
+        ("1e+2", 100),
+        ("2e-1k", int(0.2 * 1024)),
+        ("5.", 5),
+        ("1.e1", 10),
+        ("+1k", 1 << 10),
+    ],
+)
+def test_parse_size_go_float_syntax(text: str, expected: int) -> None:
+    assert parse_size(text, MEM) == expected
+
+
+@pytest.mark.parametrize("num", ["+-1", "1e5e5", "1_000", ".", "..5", "e1", "1e+-1", "1e1.5", "0x10"])
+def test_parse_size_refuses_what_go_cannot_parse(num: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_size(num + "k", MEM)
+    assert str(info.value).endswith(f"strconv.ParseFloat: parsing {json.dumps(num)}: invalid syntax")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1.s", 1.0), ("1.5m", 90.0), ("1m.5s", 60.5), ("-1h30m", -5400.0), ("0s", 0.0), ("1h0m0s", 3600.0)],
+)
+def test_go_duration_more_forms(text: str, seconds: float) -> None:
+    assert go_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("1..s", 'time: missing unit in duration "1..s"'),
+        ("1h-1s", 'time: unknown unit "h-" in duration "1h-1s"'),
+        ("1s ", 'time: unknown unit "s " in duration "1s "'),
+        ("--1s", 'time: invalid duration "--1s"'),
+        ("1s.", 'time: invalid duration "1s."'),
+    ],
+)
+def test_go_duration_more_errors(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match="^" + reason.replace(".", r"\.") + "$"):
+        go_duration(text)
+
+
+@pytest.mark.parametrize("cpus", ["0", "0-3,5-7,9", "10-2"])
+def test_check_accepts_cpuset_lists(cpus: str) -> None:
+    check(RunOptions("a", cpuset_cpus=cpus))
+
+
+@pytest.mark.parametrize("cpus", ["1,", ",1", "1-2-3", "a", "1 ", "0-3,", "-1", "1,,2"])
+def test_check_refuses_bad_cpuset_lists(cpus: str) -> None:
+    with pytest.raises(InvalidArgument, match="cpuset cpus"):
+        check(RunOptions("a", cpuset_cpus=cpus))
+
+
+@pytest.mark.parametrize(("mode", "option"), [("0755", "mode=755"), ("1777", "mode=1777"), ("0", "mode=0")])
+def test_parse_mount_tmpfs_mode(mode: str, option: str) -> None:
+    assert parse_mount(f"type=tmpfs,target=/t,tmpfs-mode={mode}").options == (option,)
+
+
+@pytest.mark.parametrize("mode", ["", "8", "+7", "7 ", "0o7", "40000000000"])
+def test_parse_mount_refuses_bad_tmpfs_modes(mode: str) -> None:
+    with pytest.raises(InvalidArgument, match="invalid value for tmpfs-mode"):
+        parse_mount(f"type=tmpfs,target=/t,tmpfs-mode={mode}")
+
+
+@pytest.mark.parametrize("name", ["ab", "a_b.c-d", "0-", "Z9"])
+def test_volume_names_allowed(name: str) -> None:
+    assert parse_volume(f"{name}:/x").source == name
+
+
+@pytest.mark.parametrize("name", ["a", "_ab", ".ab", "a b", "aé", "a+b"])
+def test_volume_names_refused(name: str) -> None:
+    with pytest.raises(InvalidArgument, match="includes invalid characters"):
+        parse_volume(f"{name}:/x")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("nofile=+5", Ulimit("nofile", 5, 5)), ("nofile=-1:-1", Ulimit("nofile", -1, -1))]
+)
+def test_parse_ulimit_signed_numbers(text: str, expected: Ulimit) -> None:
+    assert parse_ulimit(text) == expected
+
+
+@pytest.mark.parametrize("value", ["", "1.0", "+-1", "1 ", "0x10", "1_0"])
+def test_parse_ulimit_refuses_what_go_cannot_parse(value: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"strconv\.ParseInt: parsing .*: invalid syntax"):
+        parse_ulimit(f"nofile={value}")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "plain", 'q"uote', "back\\slash", "new\nline\ttab\x00\x1f\x7f", "é\u2028✓😀"]
+)
+def test_quote_is_json_dumps(text: str) -> None:
+    assert quote(text) == json.dumps(text, ensure_ascii=False)
+
+
+def test_import_loads_no_regex_csv_json_or_fractions() -> None:
+    """`ketch run` imports this module: it must not pay for re/enum, csv, json or decimal."""
+    code = (
+        "import sys\n"
+        "import ketch.engine.options as o\n"
+        "o.check(o.RunOptions('alpine', remove=True))\n"
+        "heavy = {'re', 'enum', 'csv', 'json', 'fractions', 'decimal'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    src = str(Path(__file__).parents[2] / "src")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=src))

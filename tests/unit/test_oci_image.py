@@ -134,6 +134,31 @@ def test_verifier_rejects_invalid_expected() -> None:
         digest.Verifier("sha256:nope")
 
 
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+@pytest.mark.parametrize("data", [b"", b"abc", os.urandom(200_000)])
+def test_check_agrees_with_hashlib(algorithm: str, data: bytes) -> None:
+    digest.check(data, f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}")
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+def test_check_mismatch_reads_as_the_verifiers(algorithm: str) -> None:
+    expected = digest.of(b"abc", algorithm)
+    v = digest.Verifier(expected)
+    v.update(b"abd")
+    with pytest.raises(CorruptContent) as by_verifier:
+        v.verify()
+    with pytest.raises(CorruptContent) as by_check:
+        digest.check(b"abd", expected)
+    assert str(by_check.value) == str(by_verifier.value)
+    assert digest.of(b"abd", algorithm) in str(by_check.value)
+
+
+@pytest.mark.parametrize("bad", ["", "sha256:nope", "md5:" + "0" * 32, "sha256:" + "A" * 64])
+def test_check_rejects_invalid_expected(bad: str) -> None:
+    with pytest.raises(InvalidArgument, match="invalid digest"):
+        digest.check(b"abc", bad)
+
+
 # --- Platform ------------------------------------------------------------------------------------------------
 
 

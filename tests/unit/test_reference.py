@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from ketch.errors import InvalidArgument
@@ -57,6 +62,14 @@ VALID = [
     (HEX[:63], f"docker.io/library/{HEX[:63]}:latest", f"{HEX[:63]}:latest"),
     (f"{HEX}:1", f"docker.io/library/{HEX}:1", f"{HEX}:1"),
     (f"docker.io/{HEX}", f"docker.io/library/{HEX}:latest", f"{HEX}:latest"),
+    ("[::1]/a", "[::1]/a:latest", None),
+    ("[0]:1/a", "[0]:1/a:latest", None),
+    ("Example.COM/x", "Example.COM/x:latest", None),
+    ("a-b--c.x9/y", "a-b--c.x9/y:latest", None),
+    ("0/0", "docker.io/0/0:latest", "0/0:latest"),
+    ("x/a---b.c_d__e9/f", "docker.io/x/a---b.c_d__e9/f:latest", "x/a---b.c_d__e9/f:latest"),
+    ("a:_", "docker.io/library/a:_", "a:_"),
+    ("a:9.-_", "docker.io/library/a:9.-_", "a:9.-_"),
 ]
 
 
@@ -131,6 +144,48 @@ INVALID_CASES = [
     (HEX, "cannot specify 64-byte hexadecimal strings"),
     ("a" * 240 + "/" + "b" * 10, "must not be more than 255 characters"),
     ("example.com/" + "b" * 250, "must not be more than 255 characters"),
+    # domains: DNS labels or [IPv6], then an optional port of ASCII digits
+    ("[::1]:/a", INVALID),
+    ("[]/a", INVALID),
+    ("[::1]x/a", INVALID),
+    ("[::1]:5000:1/a", INVALID),
+    ("[::g]/a", INVALID),
+    ("[::1/a", INVALID),
+    ("localhost:/x", INVALID),
+    ("localhost:5000:1/x", INVALID),
+    ("localhost:\u0665\u0660/x", INVALID),  # non-ASCII digits are not a port
+    ("a-.com/x", INVALID),
+    ("a..com/x", INVALID),
+    (".com/x", INVALID),
+    ("a.com./x", INVALID),
+    # path components
+    ("a_/b", INVALID),
+    ("a/b.", INVALID),
+    ("a/.b", INVALID),
+    ("a/b-_c", INVALID),
+    ("a/b._c", INVALID),
+    ("a/b/", INVALID),
+    # tags
+    ("alpine:1:2", INVALID),
+    ("alpine:1@", INVALID),
+    ("alpine:1\n", INVALID),
+    ("alpine:\u0661", INVALID),
+    # digests: the grammar first ("invalid reference format"), then the algorithm and length
+    ("alpine@sha256:" + HEX[:31], INVALID),
+    ("alpine@sha256:" + HEX[:32], "invalid digest"),
+    ("alpine@1sha:" + HEX, INVALID),
+    ("alpine@sha256+:" + HEX, INVALID),
+    ("alpine@sha..256:" + HEX, INVALID),
+    ("alpine@:" + HEX, INVALID),
+    ("alpine@sha256+b64:" + HEX, "invalid digest"),
+    ("alpine@sha256:" + HEX + "@x", INVALID),
+    ("alpine@sha256:" + HEX[:40] + "g" + HEX[41:], INVALID),
+    ("alpine@sha256" + HEX, INVALID),
+    # upper case anywhere but the domain and the tag
+    ("ALPINE:1", LOWERCASE),
+    ("Example.com/Foo", LOWERCASE),
+    ("alpine@SHA256:" + HEX, LOWERCASE),  # as docker: the check covers everything before ":"
+    ("a:1@SHA256:" + HEX, "invalid digest"),
 ]
 
 
@@ -231,7 +286,26 @@ def test_reference_is_immutable_and_hashable() -> None:
         ("alpine", False),
         ("e6693c20186g", False),
         ("", False),
+        ("sha256:e", True),
+        (HEX[:12] + "\n", False),
+        ("sha256:" + HEX[:12] + "\n", False),
+        (" " + HEX[:12], False),
+        ("SHA256:" + HEX, False),
+        ("sha256:sha256:" + HEX[:12], False),
     ],
 )
 def test_looks_like_id(text: str, expected: bool) -> None:
     assert looks_like_id(text) is expected
+
+
+def test_import_loads_no_regex_or_openssl() -> None:
+    """Every `ketch run` parses a reference: the module must not pay for re/enum or hashlib."""
+    code = (
+        "import sys\n"
+        "from ketch.oci.reference import Reference\n"
+        f"Reference.parse('ghcr.io/a/b:1@{DIGEST}')\n"
+        "heavy = {'re', 'enum', 'hashlib', '_hashlib'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    src = str(Path(__file__).parents[2] / "src")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=src))

@@ -11,7 +11,6 @@ This is where ketch.registry and ketch.image meet. The storage root holds:
 from __future__ import annotations
 
 import os
-import threading
 
 from ketch import jsonio
 from ketch.clock import rfc3339
@@ -199,13 +198,10 @@ class _Unpacker:
         self, service: ImageService, manifest: oci.Manifest, config: oci.ImageConfig,
         chain: tuple[str, ...], report: Report,
     ) -> None:  # fmt: skip
-        self.service, self.manifest, self.config, self.chain, self.report = (
-            service,
-            manifest,
-            config,
-            chain,
-            report,
-        )
+        import threading  # pulls only: `ketch run` imports this module too
+
+        self.service, self.manifest, self.config = service, manifest, config
+        self.chain, self.report = chain, report
         self.committed = [threading.Event() for _ in chain]
         self.failed = threading.Event()
         for i, key in enumerate(chain):

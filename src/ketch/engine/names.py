@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,11 +23,21 @@ _RIGHT = (
 
 def generate(store: ContainerStore) -> str:
     """A free name; after a few collisions a digit is appended, as Docker does."""
-    import os
-
-    rng = random.SystemRandom()
     for attempt in range(10):
-        name = f"{rng.choice(_LEFT)}_{rng.choice(_RIGHT)}" + (str(rng.randint(0, 9)) if attempt > 2 else "")
+        name = f"{_choice(_LEFT)}_{_choice(_RIGHT)}" + (str(_below(10)) if attempt > 2 else "")
         if not os.path.lexists(os.path.join(store.names, name)):
             return name
     return f"ketch_{os.urandom(4).hex()}"
+
+
+def _choice(words: tuple[str, ...]) -> str:
+    return words[_below(len(words))]
+
+
+def _below(n: int) -> int:
+    """A uniform random integer in [0, n) from os.urandom (`random` would pull in hashlib)."""
+    limit = (1 << 32) - (1 << 32) % n  # reject the top partial block: no modulo bias
+    while True:
+        value = int.from_bytes(os.urandom(4), "big")
+        if value < limit:
+            return value % n

@@ -7,17 +7,18 @@ invalid suffix: 'xb'`` (go-units >= 0.5, what Docker 24+ ships). Errors the Dock
 
 Two steps touch files, as the docker CLI does on the client side before it sends the config:
 `parse_env_file` and `resolve_files` (env files, -e VAR lookups, seccomp profile paths).
+
+Every `ketch run` imports this module, so it imports only what is nearly free: no `re` (with
+`enum`, ~9 ms), and `csv`, `json` and `fractions` (which pulls in `decimal` and `re`) only in
+the parsers that need them. The syntax checks are small scanners; "digit" in them means what
+`\\d` means to `re` (any Unicode decimal digit, str.isdecimal), as the code they replace did.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import posixpath
-import re
-from fractions import Fraction
 
 from ketch.errors import InvalidArgument, NotFound, Unsupported
 from ketch.record import Record, field, replace
@@ -121,7 +122,9 @@ class SecurityOptions(Record):
 
 def quote(text: str) -> str:
     """Go's %q, near enough for messages: double quotes with backslash escapes."""
-    return json.dumps(text, ensure_ascii=False)
+    from _json import encode_basestring  # what json.dumps(text, ensure_ascii=False) calls
+
+    return encode_basestring(text)
 
 
 def invalid(value: str, flag: str, reason: str) -> InvalidArgument:
@@ -131,12 +134,30 @@ def invalid(value: str, flag: str, reason: str) -> InvalidArgument:
 
 # --- numbers: sizes, cpus, durations -------------------------------------------------------------
 
-_GO_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
+def _unsigned(text: str) -> str:
+    """`text` without one leading "+" or "-"."""
+    return text[1:] if text[:1] in ("+", "-") else text
+
+
+def _is_int(text: str) -> bool:
+    """[+-]?\\d+"""
+    return _unsigned(text).isdecimal()
+
+
+def _is_float(text: str) -> bool:
+    """[+-]?(\\d+\\.?\\d*|\\.\\d+)([eE][+-]?\\d+)?"""
+    mantissa, e, exponent = _unsigned(text).replace("E", "e").partition("e")
+    whole, _, frac = mantissa.partition(".")
+    if not (whole or frac) or not all(part.isdecimal() for part in (whole, frac) if part):
+        return False
+    return not e or _is_int(exponent)
+
+
 def _go_float(num: str) -> float:
-    if not _GO_FLOAT.fullmatch(num):
+    if not _is_float(num):
         raise ValueError(f"strconv.ParseFloat: parsing {quote(num)}: invalid syntax")
     value = float(num)
     if not math.isfinite(value):
@@ -177,6 +198,8 @@ def parse_size(text: str, flag: str, *, unlimited: bool = False) -> int:
 
 def parse_cpus(text: str) -> int:
     """--cpus as nano cpus: "1.5" -> 1_500_000_000; fractions like "3/2" too (Go's big.Rat syntax)."""
+    from fractions import Fraction
+
     try:
         if text != text.strip() or "_" in text:
             raise ValueError(text)
@@ -192,11 +215,37 @@ def parse_cpus(text: str) -> int:
     return int(nano)
 
 
+# seconds per unit, as (numerator, denominator)
 _DURATION_UNITS = {
-    "ns": Fraction(1, 10**9), "us": Fraction(1, 10**6), "µs": Fraction(1, 10**6), "μs": Fraction(1, 10**6),
-    "ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600),
+    "ns": (1, 10**9), "us": (1, 10**6), "µs": (1, 10**6), "μs": (1, 10**6),
+    "ms": (1, 1000), "s": (1, 1), "m": (60, 1), "h": (3600, 1),
 }  # fmt: skip
-_DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]*)")
+
+
+def _digits_end(text: str, start: int) -> int:
+    end = start
+    while end < len(text) and text[end].isdecimal():
+        end += 1
+    return end
+
+
+def _unit_end(text: str, start: int) -> int:
+    end = start
+    while end < len(text) and text[end] != "." and not text[end].isdecimal():
+        end += 1
+    return end
+
+
+def _duration_part(text: str) -> tuple[str, str, str, str]:
+    """One step of Go's duration lexer: (whole digits, fraction digits, unit, the rest); the
+    unit is the run of anything but digits and "." (checked by the caller)."""
+    end = _digits_end(text, 0)
+    whole, frac = text[:end], ""
+    if text[end : end + 1] == ".":
+        start, end = end + 1, _digits_end(text, end + 1)
+        frac = text[start:end]
+    unit_end = _unit_end(text, end)
+    return whole, frac, text[end:unit_end], text[unit_end:]
 
 
 def go_duration(text: str) -> float:
@@ -208,11 +257,11 @@ def go_duration(text: str) -> float:
         return 0.0
     if not rest:
         raise bad
+    from fractions import Fraction
+
     total = Fraction(0)
     while rest:
-        m = _DURATION_PART.match(rest)
-        assert m is not None  # the pattern matches any string
-        whole, frac, unit = m.group(1), m.group(2), m.group(3)
+        whole, frac, unit, after = _duration_part(rest)
         if not whole and not frac:
             raise bad
         if not unit:
@@ -220,8 +269,8 @@ def go_duration(text: str) -> float:
         if unit not in _DURATION_UNITS:
             raise ValueError(f"time: unknown unit {quote(unit)} in duration {quote(text)}")
         number = Fraction(int(whole or "0")) + (Fraction(int(frac), 10 ** len(frac)) if frac else 0)
-        total += number * _DURATION_UNITS[unit]
-        rest = rest[m.end() :]
+        total += number * Fraction(*_DURATION_UNITS[unit])
+        rest = after
     return float(sign * total)
 
 
@@ -239,7 +288,8 @@ _RW_MODES = ("rw", "ro")
 _LABEL_MODES = ("z", "Z")
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 _CONSISTENCY = ("consistent", "cached", "delegated", "default")
-_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_VOLUME_NAME_CHARS = _ASCII_ALNUM | frozenset("_.-")
 _MODE_KINDS = (
     ("rw", _RW_MODES),
     ("label", _LABEL_MODES),
@@ -284,7 +334,8 @@ def _check_target(target: str, fail: Callable[[str], InvalidArgument]) -> str:
 
 
 def _check_volume_name(name: str) -> None:
-    if name and not _VOLUME_NAME.fullmatch(name):
+    valid = len(name) > 1 and name[0] in _ASCII_ALNUM and _VOLUME_NAME_CHARS.issuperset(name)
+    if name and not valid:
         raise InvalidArgument(
             f"create {name}: {quote(name)} includes invalid characters for a local volume name, only "
             f'"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path'
@@ -350,6 +401,8 @@ def parse_mount(text: str) -> Mount:
     def fail(reason: str) -> InvalidArgument:
         return invalid(text, "--mount", reason)
 
+    import csv
+
     try:
         fields = next(csv.reader([text], strict=True))
     except (csv.Error, StopIteration) as exc:
@@ -391,13 +444,16 @@ def _mount_field(m: _MountFields, item: str, fail: Callable[[str], InvalidArgume
         except ValueError:
             raise fail(f"invalid value for {key}: {value}") from None
     elif key == "tmpfs-mode":
-        if not re.fullmatch(r"[0-7]+", value) or int(value, 8) >= 1 << 32:
+        if not value or not _OCTAL.issuperset(value) or int(value, 8) >= 1 << 32:
             raise fail(f"invalid value for {key}: {value}")
         _family(m, "tmpfs").append(f"mode={int(value, 8):o}")
     elif key in ("consistency", "volume-driver", "volume-label", "volume-opt"):
         _check_volume_extra(m, key, value, fail)
     else:
         raise fail(f"unexpected key '{key}' in '{item}'")
+
+
+_OCTAL = frozenset("01234567")
 
 
 def _family(m: _MountFields, family: str) -> list[str]:
@@ -513,7 +569,7 @@ ULIMIT_NAMES = (
 
 
 def _go_int(text: str) -> int:
-    if not re.fullmatch(r"[+-]?\d+", text):
+    if not _is_int(text):
         raise ValueError(f"strconv.ParseInt: parsing {quote(text)}: invalid syntax")
     value = int(text)
     if not -(1 << 63) <= value < 1 << 63:
@@ -699,7 +755,15 @@ def parse_security_opts(items: Iterable[str]) -> SecurityOptions:
 # --- whole-options checks and the client-side file step -----------------------------------------
 
 _MIN_MEMORY = 6 * 1024 * 1024
-_CPUSET = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
+def _is_cpuset(text: str) -> bool:
+    """\\d+(-\\d+)?(,\\d+(-\\d+)?)*: "0-3,6"."""
+    for item in text.split(","):
+        first, dash, last = item.partition("-")
+        if not first.isdecimal() or (dash and not last.isdecimal()):
+            return False
+    return True
 
 
 def check(options: RunOptions) -> None:
@@ -756,7 +820,7 @@ def _check_resources(o: RunOptions) -> None:
         raise InvalidArgument("Range of CPUs is from 0.01 to the number of CPUs available")
     if o.cpu_shares < 0:
         raise InvalidArgument(f"invalid CPU shares ({o.cpu_shares}): value must not be negative")
-    if o.cpuset_cpus and not _CPUSET.fullmatch(o.cpuset_cpus):
+    if o.cpuset_cpus and not _is_cpuset(o.cpuset_cpus):
         raise InvalidArgument(f"Invalid value {o.cpuset_cpus} for cpuset cpus")
 
 
@@ -804,6 +868,8 @@ def _inline_seccomp(item: str) -> str:
     key, found, value = item.partition("=")
     if key != "seccomp" or not found or value in ("unconfined", "builtin") or value.lstrip().startswith("{"):
         return item
+    import json
+
     try:
         with open(value, "rb") as f:
             profile = json.load(f)

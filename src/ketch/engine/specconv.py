@@ -24,7 +24,6 @@ defaults follow moby's oci/defaults.go and daemon/oci_linux.go (Docker Engine 28
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 
@@ -39,6 +38,7 @@ from ketch.engine.options import (
     parse_env,
     parse_env_file,
     parse_security_opts,
+    quote,
 )
 from ketch.errors import InvalidArgument, NotFound, Unsupported
 from ketch.oci.runtime import OCI_VERSION
@@ -191,7 +191,7 @@ def _normalize_caps(names: Iterable[str]) -> list[str]:
         if cap != "ALL":
             cap = cap if cap.startswith("CAP_") else "CAP_" + cap
             if cap not in _caps.NUMBERS:
-                raise InvalidArgument(f"unknown capability: {json.dumps(cap)}")
+                raise InvalidArgument(f"unknown capability: {quote(cap)}")
         out.append(cap)
     return out
 
@@ -400,7 +400,7 @@ def resolve_devices(
         ]
         if not found:
             raise InvalidArgument(
-                f"error gathering device information while adding custom device {json.dumps(dev.host)}: "
+                f"error gathering device information while adding custom device {quote(dev.host)}: "
                 "not a device node"
             )
         out += found
@@ -593,6 +593,8 @@ def seccomp_of(options: RunOptions, caps: list[str], arch: str = "", kernel: str
                 f"opening seccomp profile ({choice}) failed: {exc.strerror or exc}"
             ) from None
     try:
+        import json  # only for a --security-opt seccomp=profile: `ketch run` should not pay for it
+
         profile = json.loads(text)
     except ValueError as exc:
         raise InvalidArgument(f"Decoding seccomp profile failed: {exc}") from None

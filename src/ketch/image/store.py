@@ -9,7 +9,6 @@ a name@digest, or an unambiguous ID prefix.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from ketch import jsonio
@@ -56,6 +55,8 @@ class ImageRecord(Record):
 
 def chain_ids(diff_ids: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """OCI ChainIDs: chain[0] = diff_id[0]; chain[n] = sha256(chain[n-1] + " " + diff_id[n])."""
+    import hashlib  # here, not at the top: loading OpenSSL costs `ketch run` ~3 ms
+
     out: list[str] = []
     for diff_id in diff_ids:
         if out:

@@ -16,8 +16,6 @@ official image under "library/". Pure functions only: no I/O.
 
 from __future__ import annotations
 
-import re
-
 from ketch.errors import InvalidArgument
 from ketch.oci import digest as _digest
 from ketch.record import Record, replace
@@ -26,23 +24,23 @@ DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 OFFICIAL_PREFIX = "library/"
 NAME_TOTAL_LENGTH_MAX = 255
+_TAG_LENGTH_MAX = 128
 
-_ALNUM = r"[a-z0-9]+"
-_SEPARATOR = r"(?:[._]|__|-+)"
-_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_PATH = rf"{_COMPONENT}(?:/{_COMPONENT})*"
-_DOMAIN_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_IPV6 = r"\[[a-fA-F0-9:]+\]"
-_DOMAIN = rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|{_IPV6})(?::[0-9]+)?"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-
-# Matched with fullmatch(): `$` would also accept a trailing newline.
-_REFERENCE_RE = re.compile(rf"({_DOMAIN})/({_PATH})(?::({_TAG}))?(?:@({_DIGEST}))?")
-_TAG_RE = re.compile(_TAG)
-_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
-_SHORT_ID_RE = re.compile(r"[a-f0-9]{12,64}")
-_DIGEST_ID_RE = re.compile(r"sha256:[a-f0-9]{1,64}")
+# The grammar is checked by hand-written scanners rather than `re` (with `enum`, ~9 ms to
+# import, on the path of every `ketch run`). Every class below is ASCII only, as in Go.
+_DIGITS = frozenset("0123456789")
+_LOWER_HEX = frozenset("0123456789abcdef")
+_HEX = _LOWER_HEX | frozenset("ABCDEF")
+_LOWER_ALNUM = _DIGITS | frozenset("abcdefghijklmnopqrstuvwxyz")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ALNUM = _LETTERS | _DIGITS
+_TAG_FIRST = _ALNUM | {"_"}
+_TAG_REST = _TAG_FIRST | {".", "-"}
+_LABEL_CHARS = _ALNUM | {"-"}
+_PATH_SEPARATORS = frozenset("._-")
+_ALGORITHM_SEPARATORS = frozenset("-_+.")
+_IPV6_CHARS = _HEX | {":"}
+_DIGEST_HEX_MIN = 32
 
 _INVALID = "invalid reference format"
 _UPPERCASE = f"{_INVALID}: repository name must be lowercase"
@@ -61,7 +59,7 @@ class Reference(Record):
     def parse(cls, text: str, default_tag: str = "latest") -> Reference:
         """Normalise `text` the way `docker pull` does; add `default_tag` when there is no tag
         and no digest ("" adds none). InvalidArgument for anything docker would refuse."""
-        if _IDENTIFIER_RE.fullmatch(text):
+        if len(text) == 64 and _LOWER_HEX.issuperset(text):
             raise InvalidArgument(
                 f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings"
             )
@@ -116,7 +114,10 @@ class Reference(Record):
 
 def looks_like_id(text: str) -> bool:
     """True for an image ID (prefix) as docker accepts one: "sha256:<hex>" or 12-64 bare hex digits."""
-    return bool(_DIGEST_ID_RE.fullmatch(text) or _SHORT_ID_RE.fullmatch(text))
+    prefixed = text.startswith("sha256:")
+    hexdigits = text[len("sha256:") :] if prefixed else text
+    shortest = 1 if prefixed else 12
+    return shortest <= len(hexdigits) <= 64 and _LOWER_HEX.issuperset(hexdigits)
 
 
 def _split_docker_domain(text: str) -> tuple[str, str]:
@@ -138,18 +139,107 @@ def _split_docker_domain(text: str) -> tuple[str, str]:
 
 def _match(full: str) -> Reference:
     """Check `full` ("domain/path[:tag][@digest]") against the grammar and split it."""
-    found = _REFERENCE_RE.fullmatch(full)
+    found = _scan(full)
     if found is None:
         lowered = full.lower()
-        if lowered != full and _REFERENCE_RE.fullmatch(lowered):
+        if lowered != full and _scan(lowered) is not None:
             raise InvalidArgument(_UPPERCASE)
         raise InvalidArgument(_INVALID)
-    domain, path, tag, digest = found.groups(default="")
-    if len(domain) + 1 + len(path) > NAME_TOTAL_LENGTH_MAX:
+    if len(found.domain) + 1 + len(found.path) > NAME_TOTAL_LENGTH_MAX:
         raise InvalidArgument(_TOO_LONG)
+    return found
+
+
+def _scan(full: str) -> Reference | None:
+    """The parts of `full` if it is `domain "/" path [":" tag] ["@" digest]`, else None.
+
+    No part of the grammar before the digest may contain "@", and neither the domain may
+    contain "/" nor the path ":", so the first "/", "@" and ":" split it unambiguously."""
+    domain, slash, rest = full.partition("/")
+    rest, at, digest = rest.partition("@")
+    path, colon, tag = rest.partition(":")
+    if not slash or not _is_domain(domain) or not _is_path(path):
+        return None
+    if (colon and not _is_tag(tag)) or (at and not _is_digest(digest)):
+        return None
     return Reference(domain, path, tag, digest)
 
 
+def _is_domain(text: str) -> bool:
+    """host [":" port]; host: DNS labels joined by ".", or an IPv6 address in brackets."""
+    if text.startswith("["):
+        inside, bracket, port = text[1:].partition("]")
+        if not bracket or not inside or not _IPV6_CHARS.issuperset(inside):
+            return False
+        if not port:
+            return True
+        colon, port = port[:1], port[1:]
+        return colon == ":" and _is_port(port)
+    host, colon, port = text.partition(":")
+    return all(_is_label(label) for label in host.split(".")) and (not colon or _is_port(port))
+
+
+def _is_port(text: str) -> bool:
+    return bool(text) and _DIGITS.issuperset(text)
+
+
+def _is_label(text: str) -> bool:
+    """A DNS label: letters, digits and "-", starting and ending with a letter or digit."""
+    return bool(text) and text[0] in _ALNUM and text[-1] in _ALNUM and _LABEL_CHARS.issuperset(text)
+
+
+def _is_path(text: str) -> bool:
+    return all(_is_component(component) for component in text.split("/"))
+
+
+def _is_component(text: str) -> bool:
+    """[a-z0-9]+ runs joined by one separator each: ".", "_", "__" or any number of "-"."""
+    if not text or text[0] not in _LOWER_ALNUM or text[-1] not in _LOWER_ALNUM:
+        return False
+    separator = ""
+    for char in text:
+        if char in _PATH_SEPARATORS:
+            separator += char
+        elif char not in _LOWER_ALNUM:
+            return False
+        elif separator:
+            if separator not in (".", "_", "__") and separator.strip("-"):
+                return False
+            separator = ""
+    return True
+
+
+def _is_tag(text: str) -> bool:
+    return 0 < len(text) <= _TAG_LENGTH_MAX and text[0] in _TAG_FIRST and _TAG_REST.issuperset(text)
+
+
+def _is_digest(text: str) -> bool:
+    """algorithm ":" hex, hex being at least 32 digits of either case (checked further by
+    ketch.oci.digest.parse, whose errors say "invalid digest")."""
+    algorithm, colon, encoded = text.partition(":")
+    return (
+        bool(colon)
+        and _is_algorithm(algorithm)
+        and len(encoded) >= _DIGEST_HEX_MIN
+        and _HEX.issuperset(encoded)
+    )
+
+
+def _is_algorithm(text: str) -> bool:
+    """[A-Za-z][A-Za-z0-9]* components joined by one of "-", "_", "+", "."."""
+    expect_letter = True
+    for char in text:
+        if expect_letter:
+            if char not in _LETTERS:
+                return False
+            expect_letter = False
+        elif char in _ALGORITHM_SEPARATORS:
+            expect_letter = True
+        elif char not in _ALNUM:
+            return False
+    return not expect_letter
+
+
 def _check_tag(tag: str) -> None:
-    if not _TAG_RE.fullmatch(tag):
+    if not _is_tag(tag):
         raise InvalidArgument(f"invalid tag format: {tag!r}")
