@@ -40,10 +40,13 @@ class LogWriter:
             self.partial[stream] = self.partial[stream][MAX_LINE:]
 
     def flush(self) -> None:
+        """Write out partial lines and make the log durable (the monitor calls this at each exit,
+        before it records the exit code, so a host crash cannot keep the code and lose the log)."""
         for stream, rest in self.partial.items():
             if rest:
                 self._record(stream, rest)
             self.partial[stream] = b""
+        os.fsync(self.fd)
 
     def _record(self, stream: str, line: bytes) -> None:
         doc = {"log": line.decode("utf-8", "replace"), "stream": stream, "time": rfc3339()}
