@@ -57,16 +57,24 @@ def prepare(ctx: Context, record: ContainerRecord) -> Prepared:
 def release(ctx: Context, record: ContainerRecord) -> None:
     """Unmount the rootfs (after the container stopped); a rootfs that is not mounted is fine."""
     rootfs = ctx.containers().path(record.id, "rootfs")
-    if os.path.ismount(rootfs):
+    if _is_mount(rootfs):
         try:
             ctx.images().snapshots.unmount(rootfs)
         except NotFound:
             pass
 
 
+def _is_mount(path: str) -> bool:
+    """Whether something is mounted on `path`. os.path.ismount cannot see a bind mount from the
+    same filesystem (the vfs driver's rootfs), so ask mountinfo."""
+    target = os.path.realpath(path).encode()
+    with open("/proc/self/mountinfo", "rb") as f:
+        return any(line.split(b" ", 5)[4] == target for line in f)
+
+
 def _mount(images: Any, container_id: str, rootfs: str) -> None:
     os.makedirs(rootfs, exist_ok=True)
-    if not os.path.ismount(rootfs):
+    if not _is_mount(rootfs):
         images.snapshots.mount(container_id, rootfs)
 
 

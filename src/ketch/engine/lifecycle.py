@@ -59,8 +59,9 @@ def start(ctx: Context, record: ContainerRecord, attach: bool = False) -> Starte
     from ketch.engine import supervisor
 
     store = ctx.containers()
+    store.state(record.id)  # records an exit nobody saw, before we take the lock ourselves
     with store.lock(record.id):
-        state = store.state(record.id)
+        state = store.raw_state(record.id)
         if state.running:
             raise Conflict(f"container {record.short_id} is already running")
         store.save_state(record.id, _reset(state))
