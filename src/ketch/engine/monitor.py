@@ -62,6 +62,7 @@ class Monitor:
         except BaseException as exc:  # a monitor must never die with a traceback nobody reads
             self._fail(client, exc)
         finally:
+            _trace_imports()
             os._exit(code)
 
     def _serve(self, client: int, attach: bool) -> int:
@@ -417,3 +418,16 @@ class Monitor:
 def _policy(record: ContainerRecord) -> tuple[str, int]:
     policy = record.host_config.get("RestartPolicy") or {}
     return policy.get("Name") or "no", int(policy.get("MaximumRetryCount") or 0)
+
+
+def _trace_imports() -> None:
+    """With KETCH_MONITOR_TRACE=FILE, write down the modules this monitor imported after the fork
+    (each costs every monitor private memory; the supervisor should preload them)."""
+    import sys
+
+    path = os.environ.get("KETCH_MONITOR_TRACE")
+    if path:
+        from ketch.engine.supervisor import PRELOADED
+
+        with open(f"{path}.{os.getpid()}", "w") as f:
+            f.write("\n".join(sorted(set(sys.modules) - PRELOADED)))

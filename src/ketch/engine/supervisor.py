@@ -28,15 +28,20 @@ if TYPE_CHECKING:
     from ketch.engine.context import Context
 
 SPAWN_TIMEOUT = 10.0
+PRELOADED: set[str] = set()  # modules a monitor inherits; KETCH_MONITOR_TRACE lists what it imports beyond
 
 
 _PRELOAD = (
-    "fcntl", "json", "select", "struct", "termios", "ketch.engine.bundle", "ketch.engine.create",
+    "fcntl", "json", "select", "socket", "struct", "termios", "ketch.clock", "ketch.files", "ketch.jsonio",
+    "ketch.engine.containers", "ketch.engine.context", "ketch.engine.images", "ketch.engine.lifecycle",
+    "ketch.engine.stream", "ketch.engine.bundle", "ketch.engine.create",
     "ketch.engine.execute", "ketch.engine.health", "ketch.engine.logs", "ketch.engine.monitor",
     "ketch.engine.options", "ketch.engine.seccomp_default", "ketch.engine.specconv", "ketch.engine.users",
     "ketch.image.content", "ketch.image.layers", "ketch.image.snapshots", "ketch.image.store",
     "ketch.linux.seccomp", "ketch.runtime.channel", "ketch.runtime.hooks", "ketch.runtime.lifecycle",
-    "ketch.runtime.plan", "ketch.runtime.seccomp", "ketch.runtime.spawn",
+    "ketch.runtime.plan", "ketch.runtime.seccomp", "ketch.runtime.spawn", "ketch.runtime.container",
+    "ketch.runtime.signals", "ketch.runtime.capabilities", "ketch.runtime.cgstats", "ketch.oci.runtime",
+    "ketch.oci.image",
 )  # fmt: skip
 
 
@@ -73,6 +78,8 @@ def serve(ctx: Context) -> NoReturn:
     from ketch.files import atomic_write
 
     _preload()
+    PRELOADED.update(sys.modules)
+    _warm_up(ctx)
     listener = _bind(ctx.supervisor_socket)
     atomic_write(os.path.join(ctx.runroot, "supervisor.pid"), str(os.getpid()).encode())
     gc.collect()
@@ -89,6 +96,25 @@ def serve(ctx: Context) -> NoReturn:
         finally:
             conn.close()
         _reap_children()
+
+
+def _warm_up(ctx: Context) -> None:
+    """Walk the monitor's everyday paths once, so that the caches they fill (type attribute
+    caches, interned names) live in pages monitors share instead of in each monitor's own."""
+    from ketch import jsonio
+    from ketch.engine.containers import State
+    from ketch.engine.logs import LogWriter
+    from ketch.record import replace
+
+    store = ctx.containers()
+    state = replace(State(), status="running")
+    jsonio.loads(jsonio.dumps(state.to_dict()))
+    store.ids()
+    log = LogWriter(os.devnull)
+    log.write("stdout", b"warm\n")
+    log.fd, fd = -1, log.fd
+    os.close(fd)
+    stream.Reader().feed(stream.frame(stream.STDOUT, b"x"))
 
 
 def _bind(path: str) -> socket.socket:
@@ -207,5 +233,7 @@ def main() -> NoReturn:
     serve(Context(root, runroot, driver))
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # run as `python -m`: hand over to the module proper, not __main__,
+    from ketch.engine.supervisor import main as _main  # so monitors see its state (PRELOADED)
+
+    _main()
