@@ -6,141 +6,25 @@ import io
 import json
 import os
 import pty
-import shutil
-import signal
 import subprocess
-import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from enginefix import (  # noqa: F401  (engine_fixture: the fixture `engine`)
+    IMAGE,
+    KETCH,
+    PASSWD,
+    SEED,
+    Engine,
+    add_member,
+    engine_fixture,
+    mounts_under,
+    running_engine,
+)
 
 pytestmark = pytest.mark.root
-
-KETCH = str(Path(sys.executable).parent / "ketch")
-IMAGE = "busybox:fs"
-APPLETS = ("sh", "ls", "cat", "echo", "sleep", "rm", "ln", "mkdir", "touch", "stat", "true", "test")
-SEED = "from the image\n"
-PASSWD = "root:x:0:0:root:/root:/bin/sh\n"
-
-
-class Engine:
-    """Runs `ketch` with private roots; removes every container and stops the supervisor at the end."""
-
-    def __init__(self, base: Path, *flags: str) -> None:
-        self.base, self.flags = base, flags
-        self.root, self.runroot = base / "root", base / "run"
-        self.env = dict(os.environ, KETCH_ROOT=str(self.root), KETCH_RUNROOT=str(self.runroot),
-                        KETCH_AUTH_FILE=str(base / "auth.json"))  # fmt: skip
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 60, **kw: Any
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([KETCH, *self.flags, *args], capture_output=True, text=True, env=self.env,
-                              timeout=timeout, check=False, **kw)  # fmt: skip
-        if check and proc.returncode != 0:
-            raise AssertionError(f"ketch {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-        return proc
-
-    def raw(self, *args: str, data: bytes = b"") -> bytes:
-        """stdout as bytes (tar streams), feeding `data` as stdin."""
-        proc = subprocess.run([KETCH, *self.flags, *args], input=data, capture_output=True, env=self.env,
-                              timeout=60, check=False)  # fmt: skip
-        if proc.returncode != 0:
-            raise AssertionError(f"ketch {' '.join(args)} failed ({proc.returncode}): {proc.stderr!r}")
-        return proc.stdout
-
-    def tar(self, container_path: str, *flags: str) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
-        """`cp CONTAINER:PATH -` as {name: (info, data)}."""
-        data = self.raw("cp", *flags, container_path, "-")
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            return {m.name: (m, tar.extractfile(m).read() if m.isfile() else b"") for m in tar}  # type: ignore[union-attr]
-
-    def cat(self, container_path: str) -> str:
-        (_info, data), *_ = self.tar(container_path).values()
-        return data.decode()
-
-    def run(self, name: str, script: str) -> None:
-        """Run `sh -c script` in a new container `name` to completion."""
-        self("run", "--name", name, IMAGE, "sh", "-c", script)
-
-    def start_detached(self, name: str, script: str) -> None:
-        """A running container that ran `script` first (then sleeps)."""
-        self("run", "-d", "--name", name, IMAGE, "sh", "-c", f"{script}; touch /ready; sleep 1000")
-        deadline = time.monotonic() + 20
-        while self("cp", f"{name}:/ready", "-", check=False).returncode != 0:
-            assert time.monotonic() < deadline, "the container did not get ready"
-            time.sleep(0.05)
-
-    def cleanup(self) -> None:
-        ids = self("ps", "-aq", "--no-trunc", check=False).stdout.split()
-        if ids:
-            self("rm", "-f", "-v", *ids, check=False)
-        pid_file = self.runroot / "supervisor.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _add(tar: tarfile.TarFile, name: str, text: str | None = None, **fields: Any) -> None:
-    """A member: a directory without `text`, else a file; `fields` set TarInfo attributes."""
-    info = tarfile.TarInfo(name)
-    info.type, info.mode = (tarfile.DIRTYPE, 0o755) if text is None else (tarfile.REGTYPE, 0o644)
-    for key, value in fields.items():
-        setattr(info, key, value)
-    data = (text or "").encode()
-    if info.type != tarfile.REGTYPE:
-        tar.addfile(info)
-        return
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _busybox_tar(path: Path) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("needs busybox-static")
-    with tarfile.open(path, "w") as tar:
-        for d in ("bin", "etc", "tmp", "root", "data"):
-            _add(tar, d, mode=0o1777 if d == "tmp" else 0o755)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in APPLETS:
-            _add(tar, f"bin/{applet}", type=tarfile.SYMTYPE, linkname="busybox")
-        for name, text in (("etc/passwd", PASSWD), ("etc/group", "root:x:0:\n"), ("data/seed", SEED),
-                           ("data/other", "other\n")):  # fmt: skip
-            _add(tar, name, text)
-
-
-def _mounts_under(base: Path) -> list[str]:
-    return [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-            if line.split()[1].startswith(str(base))]  # fmt: skip
-
-
-def _engine(tmp_path_factory: pytest.TempPathFactory, *flags: str) -> Iterator[Engine]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    base = tmp_path_factory.mktemp("fs")
-    eng = Engine(base, *flags)
-    _busybox_tar(base / "busybox.tar")
-    eng("import", "--change", "ENV PATH=/bin", "--change", 'CMD ["sh"]', str(base / "busybox.tar"), IMAGE)
-    try:
-        yield eng
-    finally:
-        eng.cleanup()
-        leftovers = _mounts_under(base)
-        for target in reversed(leftovers):
-            subprocess.run(["umount", "-l", target], check=False)
-        assert not leftovers, f"mounts left behind: {leftovers}"
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    yield from _engine(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +36,7 @@ def no_private_mounts(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     containers = eng.root / "containers"
     assert not [p for p in containers.glob("*/.fs-*")], "a private mount point was left behind"
-    assert not [m for m in _mounts_under(eng.base) if "/.fs-" in m]
+    assert not [m for m in mounts_under(eng.base) if "/.fs-" in m]
 
 
 # --- diff -------------------------------------------------------------------------------------------------
@@ -293,8 +177,8 @@ def test_cp_into_a_container(engine: Engine, tmp_path: Path) -> None:
     engine("cp", "-a", str(tree / "f"), "in:/data")  # -a keeps the owner
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        _add(tar, "t", "from a tar\n", mode=0o640, uid=7, gid=8)
-        _add(tar, ".wh.seed", "")  # a whiteout: a tar from stdin may delete, as a layer does
+        add_member(tar, "t", "from a tar\n", mode=0o640, uid=7, gid=8)
+        add_member(tar, ".wh.seed", "")  # a whiteout: a tar from stdin may delete, as a layer does
     engine.raw("cp", "-", "in:/root", data=buf.getvalue())
     engine.raw("cp", "-", "in:/data", data=buf.getvalue())
     assert engine("start", "-a", "in").stdout == "file\nf\ng\nfrom a tar\nf\n"
@@ -365,7 +249,7 @@ def test_cp_in_through_symlinks_writes_inside_the_container(engine: Engine, tmp_
     engine("cp", str(tmp_path / marker), "links-in:/escape")  # a link to / as the destination
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        _add(tar, marker, "from tar\n", mode=0o644)
+        add_member(tar, marker, "from tar\n", mode=0o644)
     engine.raw("cp", "-", "links-in:/rootlink", data=buf.getvalue())
     try:
         assert not any(p.exists() for p in host_targets)
@@ -434,7 +318,7 @@ def test_commit_refuses_bad_input(engine: Engine) -> None:
 
 @pytest.fixture(scope="module")
 def vfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    yield from _engine(tmp_path_factory, "--storage-driver", "vfs")
+    yield from running_engine(tmp_path_factory, "fs-vfs", "--storage-driver", "vfs")
 
 
 def test_vfs_diff_commit_and_cp(vfs: Engine, tmp_path: Path) -> None:
@@ -444,8 +328,8 @@ def test_vfs_diff_commit_and_cp(vfs: Engine, tmp_path: Path) -> None:
     vfs("cp", str(tmp_path / "new"), "vfs-1:/tmp/new")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        _add(tar, "seed", "changed\n", mode=0o644)
-        _add(tar, ".wh.other", "")
+        add_member(tar, "seed", "changed\n", mode=0o644)
+        add_member(tar, ".wh.other", "")
     vfs.raw("cp", "-", "vfs-1:/data", data=buf.getvalue())
     assert vfs("diff", "vfs-1").stdout.splitlines() == [
         "C /data",

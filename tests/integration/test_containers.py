@@ -2,115 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import select
 import shutil
 import signal
 import subprocess
-import sys
-import tarfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
+from enginefix import IMAGE, KETCH, Engine, engine_fixture  # noqa: F401  (the fixture `engine`)
 
 pytestmark = pytest.mark.root
-
-KETCH = str(Path(sys.executable).parent / "ketch")
-IMAGE = "busybox:test"
-APPLETS = ("sh", "ls", "cat", "echo", "sleep", "id", "hostname", "ps", "true", "false", "mount", "unshare",
-           "grep", "env", "tty", "stat", "wc", "head", "kill", "pwd", "tr")  # fmt: skip
-
-
-class Engine:
-    """Runs `ketch` with private roots; removes every container and stops the supervisor at the end."""
-
-    def __init__(self, base: Path) -> None:
-        self.root, self.runroot = base / "root", base / "run"
-        self.env = dict(os.environ, KETCH_ROOT=str(self.root), KETCH_RUNROOT=str(self.runroot),
-                        KETCH_AUTH_FILE=str(base / "auth.json"))  # fmt: skip
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 60, **kw: Any
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([KETCH, *args], capture_output=True, text=True, env=self.env, timeout=timeout,
-                              check=False, **kw)  # fmt: skip
-        if check and proc.returncode != 0:
-            raise AssertionError(f"ketch {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-        return proc
-
-    def inspect(self, name: str) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self("inspect", "--type", "container", name).stdout)[0]
-        return doc
-
-    def wait_for(self, name: str, check: Any, timeout: float = 20) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            doc = self.inspect(name)
-            if check(doc):
-                return doc
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; last state {doc['State']}")
-            time.sleep(0.05)
-
-    def cleanup(self) -> None:
-        ids = self("ps", "-aq", "--no-trunc", check=False).stdout.split()
-        if ids:
-            self("rm", "-f", "-v", *ids, check=False)
-        pid_file = self.runroot / "supervisor.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _busybox_tar(path: Path) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("needs busybox-static")
-    with tarfile.open(path, "w") as tar:
-        for d in ("bin", "etc", "tmp", "root", "data"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"),
-                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n"), ("data/seed", "from the image\n")):  # fmt: skip
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            import io
-
-            tar.addfile(info, io.BytesIO(data))
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    base = tmp_path_factory.mktemp("engine")
-    eng = Engine(base)
-    _busybox_tar(base / "busybox.tar")
-    eng("import", "--change", "ENV PATH=/bin", "--change", 'CMD ["sh"]', str(base / "busybox.tar"), IMAGE)
-    try:
-        yield eng
-    finally:
-        eng.cleanup()
-        leftovers = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-                     if str(base) in line.split()[1]]  # fmt: skip
-        for target in reversed(leftovers):
-            subprocess.run(["umount", "-l", target], check=False)
-        assert not leftovers, f"mounts left behind: {leftovers}"
 
 
 def _cgroups_of(container_id: str) -> list[Path]:
@@ -353,10 +258,24 @@ def test_pause_top_stats_rename_update(engine: Engine) -> None:
     assert not _cgroups_of(cid)
 
 
+def _attached_clients(engine: Engine, name: str) -> int:
+    """Connections to the container's attach socket (its monitor's listener excluded)."""
+    cid = engine.inspect(name)["Id"]
+    path = str(engine.runroot / "attach" / cid[:32])
+    return sum(1 for line in Path("/proc/net/unix").read_text().splitlines() if line.endswith(path)) - 1
+
+
 def test_attach_and_container_prune(engine: Engine) -> None:
-    engine("run", "-d", "--name", "talker", IMAGE, "sh", "-c", "sleep 0.5; echo late; exit 5")
-    attached = engine("attach", "talker", check=False)
-    assert (attached.returncode, attached.stdout) == (5, "late\n")
+    engine("run", "-d", "--name", "talker", IMAGE, "sh", "-c",
+           "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo late; exit 5")  # fmt: skip
+    attach = subprocess.Popen([KETCH, "attach", "talker"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              env=engine.env, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while _attached_clients(engine, "talker") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine("exec", "talker", "sh", "-c", "echo > /tmp/go")  # the output comes only once we are attached
+    out, _ = attach.communicate(timeout=30)
+    assert (attach.returncode, out) == (5, "late\n")
     engine("create", "--name", "never-started", IMAGE, "true")
     engine("run", "-d", "--name", "still-running", IMAGE, "sleep", "1000")
     pruned = engine("container", "prune", "-f").stdout

@@ -2,107 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
+from enginefix import IMAGE, Engine, engine_fixture  # noqa: F401  (the fixture `engine`)
 
 pytestmark = pytest.mark.root
 
-KETCH = str(Path(sys.executable).parent / "ketch")
-IMAGE = "busybox:volumes"
-APPLETS = ("sh", "cat", "echo", "ls", "true", "test")
 HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-class Engine:
-    """Runs `ketch` with private roots; removes every container and stops the supervisor at the end."""
-
-    def __init__(self, base: Path) -> None:
-        self.root, self.runroot = base / "root", base / "run"
-        self.env = dict(os.environ, KETCH_ROOT=str(self.root), KETCH_RUNROOT=str(self.runroot),
-                        KETCH_AUTH_FILE=str(base / "auth.json"))  # fmt: skip
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 60, **kw: Any
-    ) -> subprocess.CompletedProcess[str]:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        proc = subprocess.run([KETCH, *args], capture_output=True, text=True, env=self.env, timeout=timeout,
-                              check=False, **kw)  # fmt: skip
-        if check and proc.returncode != 0:
-            raise AssertionError(f"ketch {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-        return proc
-
-    def volume(self, name: str) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self("volume", "inspect", name).stdout)[0]
-        return doc
-
-    def names(self, *flags: str) -> list[str]:
-        return self("volume", "ls", "-q", *flags).stdout.split()
-
-    def cleanup(self) -> None:
-        ids = self("ps", "-aq", "--no-trunc", check=False).stdout.split()
-        if ids:
-            self("rm", "-f", "-v", *ids, check=False)
-        self("volume", "prune", "-f", "-a", check=False)
-        pid_file = self.runroot / "supervisor.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _busybox_tar(path: Path) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("needs busybox-static")
-    with tarfile.open(path, "w") as tar:
-        for d in ("bin", "etc", "tmp", "data"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-        for name, text in (("etc/passwd", "root:x:0:0:root:/:/bin/sh\n"), ("etc/group", "root:x:0:\n"),
-                           ("data/seed", "from the image\n")):  # fmt: skip
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    base = tmp_path_factory.mktemp("volumes")
-    eng = Engine(base)
-    _busybox_tar(base / "busybox.tar")
-    eng("import", "--change", "ENV PATH=/bin", "--change", 'CMD ["sh"]', str(base / "busybox.tar"), IMAGE)
-    try:
-        yield eng
-    finally:
-        eng.cleanup()
-        leftovers = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-                     if str(base) in line.split()[1]]  # fmt: skip
-        for target in reversed(leftovers):
-            subprocess.run(["umount", "-l", target], check=False)
-        assert not leftovers, f"mounts left behind: {leftovers}"
 
 
 @pytest.fixture(autouse=True)

@@ -228,27 +228,15 @@ def prune(g: Parsed, cmd: Parsed) -> int:
 
 @command(Flag("format", short="f", value=True), Flag("type", value=True))
 def inspect(g: Parsed, cmd: Parsed) -> int:
-    from ketch import jsonio
+    from ketch.cli.ps import print_inspected
     from ketch.engine import images as engine
-    from ketch.errors import KetchError
 
     if not cmd.args:
         raise InvalidArgument("inspect needs at least 1 argument")
     if cmd.string("type") not in ("", "image"):
         raise InvalidArgument(f"--type {cmd.string('type')}: only images can be inspected yet")
     service = common.images(g)
-    docs, status = [], 0
-    for text in cmd.args:
-        try:
-            docs.append(engine.inspect(service, service.get(text)))
-        except KetchError as exc:
-            sys.stderr.write(f"Error: {exc}\n")
-            status = 1
-    if cmd.string("format"):
-        out(common.render(cmd.string("format"), docs, {}))
-    else:
-        out(jsonio.dumps(docs, indent=4))
-    return status
+    return print_inspected(cmd, lambda text: engine.inspect(service, service.get(text)))
 
 
 HISTORY_HEADER = {

@@ -11,6 +11,7 @@ from ketch.errors import InvalidArgument, KetchError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ketch.engine.containers import ContainerRecord, State
@@ -102,7 +103,6 @@ def _filter(
 @command(Flag("format", short="f", value=True), Flag("type", value=True), Flag("size", short="s"))
 def inspect(g: Parsed, cmd: Parsed) -> int:
     """Containers first, then images, as Docker resolves a bare name."""
-    from ketch import jsonio
     from ketch.cli.containers import context
     from ketch.engine import describe
     from ketch.engine import images as engine_images
@@ -113,10 +113,20 @@ def inspect(g: Parsed, cmd: Parsed) -> int:
     if kind not in ("", "container", "image"):
         raise InvalidArgument(f'"{kind}" is not a valid value for --type')
     ctx = context(g)
+    return print_inspected(cmd, lambda text: _inspect_one(ctx, text, kind, describe, engine_images))
+
+
+def print_inspected(cmd: Parsed, inspect_one: Callable[[str], dict[str, Any]]) -> int:
+    """Inspect each argument: the documents as --format or a JSON array, an error line for each that fails.
+
+    Returns 1 if any failed (the others are printed all the same), else 0.
+    """
+    from ketch import jsonio
+
     docs, status = [], 0
     for text in cmd.args:
         try:
-            docs.append(_inspect_one(ctx, text, kind, describe, engine_images))
+            docs.append(inspect_one(text))
         except KetchError as exc:
             sys.stderr.write(f"Error: {exc}\n")
             status = 1
