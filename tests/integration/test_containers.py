@@ -43,7 +43,7 @@ def test_run_rm_prints_output_and_leaves_nothing(engine: Engine) -> None:
 
 
 def test_exit_codes_follow_docker(engine: Engine) -> None:
-    assert engine("run", "--rm", "no/such:image", check=False).returncode == 125
+    assert engine("run", "--rm", "--pull", "never", "no/such:image", check=False).returncode == 125  # offline
     bad = engine("run", "--rm", "-m", "10xb", IMAGE, "true", check=False)
     assert bad.returncode == 125 and "10xb" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert engine("run", "--rm", IMAGE, "/bin/nonexistent", check=False).returncode == 127

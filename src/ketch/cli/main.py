@@ -11,7 +11,7 @@ GLOBAL = (
     Flag(
         "root", value=True, help="persistent state (images, containers); KETCH_ROOT, default /var/lib/ketch"
     ),
-    Flag("runroot", value=True, help="runtime state; default /run/ketch"),
+    Flag("runroot", value=True, help="runtime state; KETCH_RUNROOT, default /run/ketch"),
     Flag("storage-driver", value=True, help="overlay or vfs (default: overlay when the host supports it)"),
     Flag("debug", short="D", help="show tracebacks"),
     Flag("version", short="v", help="print the version"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import ssl
 import threading
 import time
@@ -188,7 +189,7 @@ class Transport:
                     raise Unavailable(f"{netloc}: {describe(exc)}{self._ca_hint(exc, netloc)}") from exc
                 cause = describe(exc)
             except (OSError, http.client.HTTPException) as exc:
-                if not idempotent:
+                if not idempotent or isinstance(exc, socket.gaierror):  # an unknown name stays unknown
                     raise Unavailable(f"{netloc}: {describe(exc)}") from exc
                 cause = describe(exc)
             else:
