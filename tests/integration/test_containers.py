@@ -60,24 +60,28 @@ def test_stdin_and_tty(engine: Engine) -> None:
     assert piped.stdout == "through stdin\ndone\n"
     assert engine("run", "--rm", IMAGE, "cat", input="ignored\n").stdout == ""  # no -i: stdin is /dev/null
     master, slave = pty.openpty()
-    proc = subprocess.Popen([KETCH, "run", "--rm", "-t", IMAGE, "sh", "-c", "tty; echo size $(stty size 2>/dev/null)"],
+    proc = subprocess.Popen([KETCH, "run", "--rm", "-it", IMAGE, "sh", "-c", "tty; read line; echo got $line"],
                             stdin=slave, stdout=slave, stderr=slave, env=engine.env)  # fmt: skip
     os.close(slave)
-    output = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 20)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
+    output = _read_until(master, b"/dev/pts/0")
+    os.write(master, b"typed\r")  # through our pty, the monitor, the container's pty
+    output += _read_until(master, b"got typed")
     assert proc.wait(20) == 0
     os.close(master)
-    assert b"/dev/pts/0" in output
+    assert b"/dev/pts/0" in output and b"got typed" in output
+
+
+def _read_until(fd: int, wanted: bytes, timeout: float = 20) -> bytes:
+    output = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in output and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                output += os.read(fd, 4096)
+            except OSError:
+                break
+    return output
 
 
 def test_detached_lifecycle_logs_exec_stop_rm(engine: Engine) -> None:
