@@ -145,6 +145,30 @@ def test_import_from_stdin_with_message(source: tuple[Path, str], roots: Callabl
     assert bad.returncode == 1 and b"RUN is not a valid change command" in bad.stderr
 
 
+def test_import_from_a_url(source: tuple[Path, str], roots: Callable[[], Path]) -> None:
+    """`import URL` from a server on 127.0.0.1 gives the same layer as importing the file."""
+    import functools
+    import http.server
+    import threading
+
+    directory = str(source[0].parent)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+    handler.log_message = lambda *_a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        root = roots()
+        url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tar.gz"
+        image_id = ketch(root, "import", url, "from/url:1").stdout.decode().strip()
+        assert inspect(root, image_id)["RootFS"]["Layers"] == inspect(source[0], NAME)["RootFS"]["Layers"]
+        missing = ketch(root, "import", url + ".nope", check=False)
+        assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- save ----------------------------------------------------------------------------------------------
 
 

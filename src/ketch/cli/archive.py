@@ -7,11 +7,11 @@ import sys
 from ketch.cli import common
 from ketch.cli.args import Flag, Parsed
 from ketch.cli.common import command, out
-from ketch.errors import InvalidArgument, NotFound, Unsupported
+from ketch.errors import InvalidArgument, NotFound
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import Any, BinaryIO
 
     from ketch.engine.images import Report
 
@@ -112,14 +112,28 @@ def import_(g: Parsed, cmd: Parsed) -> int:
     if not 1 <= len(cmd.args) <= 2:
         raise InvalidArgument("import needs FILE|- and optionally REPOSITORY[:TAG]")
     src = cmd.args[0]
-    if src.startswith(("http://", "https://")):
-        raise Unsupported("importing from a URL is not supported; download the file first")
     name = cmd.args[1] if len(cmd.args) == 2 else ""
     changes = cmd.strings("change")
     apply_changes(changes)  # refuse a bad --change before reading anything
     service = common.images(g)
-    source = nullcontext(sys.stdin.buffer) if src == "-" else _open(src)
+    if src == "-":
+        source: Any = nullcontext(sys.stdin.buffer)
+    elif src.startswith(("http://", "https://")):
+        source = _download(src)
+    else:
+        source = _open(src)
     with source as stream:
         image = archive_save.import_rootfs(service, stream, src, changes, cmd.string("message"), name)
     out(image.id)
     return 0
+
+
+def _download(url: str) -> Any:
+    """A URL's body (docker import URL): streamed as it arrives; the importer only reads forward."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=60)  # the user asked for this URL
+    except (urllib.error.URLError, OSError) as exc:
+        raise InvalidArgument(f"import {url}: {getattr(exc, 'reason', exc)}") from None
