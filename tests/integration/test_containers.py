@@ -289,8 +289,9 @@ def test_attach_and_container_prune(engine: Engine) -> None:
 
 
 def test_healthcheck_turns_unhealthy_then_healthy(engine: Engine) -> None:
+    # failures inside the start period do not count: "starting" holds for 3 s, even on a slow machine
     engine("run", "-d", "--name", "checked", "--health-cmd", "cat /tmp/ok", "--health-interval", "0.2s",
-           "--health-retries", "2", IMAGE, "sleep", "1000")  # fmt: skip
+           "--health-retries", "2", "--health-start-period", "3s", IMAGE, "sleep", "1000")  # fmt: skip
     assert "(health: starting)" in engine("ps").stdout
     doc = engine.wait_for("checked", lambda d: d["State"].get("Health", {}).get("Status") == "unhealthy")
     assert doc["State"]["Health"]["FailingStreak"] >= 2 and doc["State"]["Health"]["Log"][-1]["ExitCode"] == 1
