@@ -177,9 +177,11 @@ class Monitor:
         """In the setup child: write the bundle, create and start the container."""
         from ketch.engine import bundle
         from ketch.runtime import lifecycle
+        from ketch.runtime.cgroups import prime_attach_lock
         from ketch.runtime.container import Runtime
         from ketch.runtime.plan import CreateOptions
 
+        prime_attach_lock()  # the cgroup v1 attach's RCU wait runs while we write the bundle
         prepared = bundle.prepare(self.ctx, self.record)
         rt = Runtime(self.ctx.runtime_root)
         self._forget_runtime_state(rt)
