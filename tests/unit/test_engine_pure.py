@@ -104,3 +104,19 @@ def test_valid_names(name: str) -> None:
 def test_invalid_names(name: str) -> None:
     with pytest.raises(InvalidArgument, match="Invalid container name"):
         check_name(name)
+
+
+def test_run_options_survive_the_container_record() -> None:
+    """create stores the options as JSON; every start rebuilds them exactly."""
+    from ketch import jsonio
+    from ketch.engine.create import options_from_json, options_to_json
+    from ketch.engine.options import Device, Health, Mount, RunOptions, Ulimit
+
+    options = RunOptions(
+        image="busybox", command=("sh", "-c", "true"), name="n", env=("A=1",), labels={"k": "v"},
+        entrypoint=("",), mounts=(Mount("bind", "/h", "/c", True, ("rprivate",)), Mount("tmpfs", "", "/t")),
+        ulimits=(Ulimit("nofile", 10, 20),), devices=(Device("/dev/fuse", "/dev/fuse"),),
+        health=Health(("CMD-SHELL", "true"), 1.0, 2.0, 3, 0.5), memory=1 << 20, stop_timeout=3,
+    )  # fmt: skip
+    assert options_from_json(jsonio.loads(jsonio.dumps(options_to_json(options)))) == options
+    assert options_from_json(options_to_json(RunOptions(image="x"))) == RunOptions(image="x")
