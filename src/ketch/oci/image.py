@@ -188,6 +188,16 @@ class Descriptor(Record):
         return out
 
 
+def _kind(d: Json, media_type: str, path: str, kinds: tuple[str, ...], what: str) -> str:
+    """A schema-2 document's media type (its own, else the one it was served with, else OCI's)."""
+    if d.get("schemaVersion") != 2:
+        raise _fail(f"{path}.schemaVersion", "only schema version 2 is supported")
+    kind = _str(d, "mediaType", path, "") or media_type or kinds[0]
+    if kind not in kinds:
+        raise _fail(f"{path}.mediaType", f"{kind!r} is not {what}")
+    return kind
+
+
 class Manifest(Record):
     media_type: str
     config: Descriptor
@@ -196,17 +206,15 @@ class Manifest(Record):
 
     @classmethod
     def from_json(cls, d: Json, media_type: str = "", path: str = "manifest") -> Manifest:
-        if d.get("schemaVersion") != 2:
-            raise _fail(f"{path}.schemaVersion", "only schema version 2 is supported")
-        kind = _str(d, "mediaType", path, "") or media_type or OCI_MANIFEST
-        if kind not in MANIFEST_TYPES:
-            raise _fail(f"{path}.mediaType", f"{kind!r} is not an image manifest")
+        kind = _kind(d, media_type, path, MANIFEST_TYPES, "an image manifest")
         config = Descriptor.from_json(_obj(d.get("config"), f"{path}.config"), f"{path}.config")
-        layers = tuple(Descriptor.from_json(v, p) for v, p in _objs(d, "layers", path))
-        for layer, (_, where) in zip(layers, _objs(d, "layers", path), strict=True):
+        layers = []
+        for v, where in _objs(d, "layers", path):
+            layer = Descriptor.from_json(v, where)
             if layer.media_type not in LAYER_COMPRESSION:
                 raise _fail(f"{where}.mediaType", f"unsupported layer media type {layer.media_type!r}")
-        return cls(kind, config, layers, _str_map(d, "annotations", path))
+            layers.append(layer)
+        return cls(kind, config, tuple(layers), _str_map(d, "annotations", path))
 
     def to_json(self) -> Json:
         out: Json = {
@@ -227,11 +235,7 @@ class Index(Record):
 
     @classmethod
     def from_json(cls, d: Json, media_type: str = "", path: str = "index") -> Index:
-        if d.get("schemaVersion") != 2:
-            raise _fail(f"{path}.schemaVersion", "only schema version 2 is supported")
-        kind = _str(d, "mediaType", path, "") or media_type or OCI_INDEX
-        if kind not in INDEX_TYPES:
-            raise _fail(f"{path}.mediaType", f"{kind!r} is not an image index")
+        kind = _kind(d, media_type, path, INDEX_TYPES, "an image index")
         manifests = tuple(Descriptor.from_json(v, p) for v, p in _objs(d, "manifests", path))
         return cls(kind, manifests, _str_map(d, "annotations", path))
 
