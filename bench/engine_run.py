@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemons import start_docker
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 KETCH = str(BIN / "ketch")
@@ -66,15 +68,6 @@ def timed(argv: list[str]) -> tuple[float, str]:
     start = time.perf_counter()
     proc = run(argv)
     return time.perf_counter() - start, proc.stdout.strip()
-
-
-def wait_for(check: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise Failed(f"timed out waiting for {what}")
 
 
 # -- processes and memory ------------------------------------------------------------------------
@@ -198,19 +191,7 @@ class Bench:
             self.engines["podman"] = podman
 
     def start_docker(self) -> str:
-        d = self.work / "d"
-        d.mkdir()
-        self._spawn("containerd", ["containerd", "--root", str(d / "cr"), "--state", str(d / "cs"),
-                                   "--address", str(self.ctr_sock)])  # fmt: skip
-        wait_for(self.ctr_sock.exists, "containerd")
-        sock = d / "d.sock"
-        self._spawn("dockerd", ["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "x"),
-                                "--pidfile", str(d / "d.pid"), "-H", f"unix://{sock}",
-                                "--containerd", str(self.ctr_sock), "--iptables=false", "--ip6tables=false",
-                                "--bridge=none", "--storage-driver=overlay2"])  # fmt: skip
-        host = f"unix://{sock}"
-        wait_for(lambda: run(["docker", "-H", host, "info"], check=False).returncode == 0, "dockerd", 60)
-        return host
+        return start_docker(self.ctr_sock.parent, self._spawn)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.work / f"{name}.log", "w")  # noqa: SIM115
@@ -448,7 +429,7 @@ def main() -> int:
         mem = measure_memory(bench, args.containers)
         report(rm, detached, mem, args.containers)
         print(f"\nat the end: {load()}")
-    except Failed as err:
+    except (Failed, TimeoutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from daemons import start_docker, wait_for
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path("/var/tmp/ketch-bench-pull")
 LAYERS = [  # (source directory, byte budget)
@@ -113,15 +115,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def http_ok(url: str) -> bool:
     import urllib.request
 
@@ -143,28 +136,15 @@ class Services:
         conf = self.work / "registry.yml"
         conf.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.work}/registry\n"
                         f"http:\n  addr: 127.0.0.1:{self.port}\nlog:\n  level: error\n")  # fmt: skip
-        self._spawn(["docker-registry", "serve", str(conf)])
+        self._spawn("docker-registry", ["docker-registry", "serve", str(conf)])
         wait_for(lambda: http_ok(f"http://127.0.0.1:{self.port}/v2/"), "the registry")
         return f"127.0.0.1:{self.port}"
 
     def start_docker(self) -> str:
-        d = self.work / "docker"
-        d.mkdir()
-        ctr = d / "containerd.sock"
-        self._spawn(["containerd", "--root", str(d / "ctr-root"), "--state", str(d / "ctr-state"),
-                     "--address", str(ctr)])  # fmt: skip
-        wait_for(ctr.exists, "containerd")
-        sock = d / "docker.sock"
-        self._spawn(["dockerd", "--data-root", str(d / "data"), "--exec-root", str(d / "exec"),
-                     "--pidfile", str(d / "docker.pid"), "-H", f"unix://{sock}", "--containerd", str(ctr),
-                     "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2"])  # fmt: skip
-        host = f"unix://{sock}"
-        wait_for(lambda: subprocess.run(["docker", "-H", host, "info"], capture_output=True).returncode == 0,
-                 "dockerd", 60)  # fmt: skip
-        return host
+        return start_docker(self.work / "d", self._spawn)
 
-    def _spawn(self, argv: list[str]) -> None:
-        log = open(self.work / f"{Path(argv[0]).name}.log", "w")  # noqa: SIM115
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.work / f"{name}.log", "w")  # noqa: SIM115
         self.procs.append(subprocess.Popen(argv, stdout=log, stderr=log))
 
     def stop(self) -> None:
