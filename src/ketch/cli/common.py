@@ -7,6 +7,8 @@ import sys
 import time
 
 from ketch.cli.args import Flag, Parsed
+from ketch.clock import human_duration
+from ketch.clock import parse_rfc3339 as parse_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,18 +117,6 @@ def human_ago(rfc3339: str, now: float | None = None) -> str:
     if seconds < 1:
         return "Less than a second ago"
     return f"{human_duration(seconds)} ago"
-
-
-def human_duration(seconds: float) -> str:
-    from ketch.clock import human_duration as duration
-
-    return duration(seconds)
-
-
-def parse_time(rfc3339: str) -> float:
-    from ketch.clock import parse_rfc3339
-
-    return parse_rfc3339(rfc3339)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:

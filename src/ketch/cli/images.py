@@ -7,6 +7,7 @@ import sys
 from ketch.cli import common
 from ketch.cli.args import Flag, Parsed
 from ketch.cli.common import command, out
+from ketch.clock import parse_rfc3339
 from ketch.errors import InvalidArgument
 
 TYPE_CHECKING = False
@@ -103,7 +104,7 @@ IMAGE_HEADER = {
 def ls(g: Parsed, cmd: Parsed) -> int:
     service = common.images(g)
     images = service.images.all()
-    images.sort(key=lambda i: common.parse_time(i.created), reverse=True)
+    images.sort(key=lambda i: parse_rfc3339(i.created), reverse=True)
     if cmd.args:
         cmd.flags["filter"] = [*cmd.strings("filter"), f"reference={cmd.args[0]}"]
     rows = [r for image in images for r in _rows(image, cmd.boolean("no-trunc"))]
@@ -166,9 +167,9 @@ def _filter(
             keep = {i.short_id for i in images if _has_label(service, i, label_key, label_value)}
             rows = [r for r in rows if r["ID"][-12:] in keep or r["ID"][:12] in keep]
         elif key in ("before", "since"):
-            pivot = common.parse_time(service.get(value).created)
-            ids = {i.short_id for i in images if (common.parse_time(i.created) < pivot) == (key == "before")
-                   and common.parse_time(i.created) != pivot}  # fmt: skip
+            pivot = parse_rfc3339(service.get(value).created)
+            ids = {i.short_id for i in images if (parse_rfc3339(i.created) < pivot) == (key == "before")
+                   and parse_rfc3339(i.created) != pivot}  # fmt: skip
             rows = [r for r in rows if r["ID"][:12] in ids or r["ID"][7:19] in ids]
         else:
             raise InvalidArgument(f"invalid filter {key!r}")
