@@ -1,0 +1,1 @@
+"""Networks: IPAM, bridges and veths, firewall rules, embedded DNS."""
