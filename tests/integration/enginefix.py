@@ -7,6 +7,7 @@ one engine, with one import of the image, for each test module that imports it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -109,16 +110,37 @@ class Engine:
         return self("volume", "ls", "-q", *flags).stdout.split()
 
     def cleanup(self) -> None:
-        ids = self("ps", "-aq", "--no-trunc", check=False).stdout.split()
-        if ids:
-            self("rm", "-f", "-v", *ids, check=False)
-        self("volume", "prune", "-f", "-a", check=False)
+        """`system reset`: containers, volumes, networks, their bridges, rules, DNS server, supervisor."""
+        self("system", "reset", "-f", check=False)
         pid_file = self.runroot / "supervisor.pid"
         if pid_file.exists():
             try:
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
+            except (ProcessLookupError, ValueError):
                 pass
+
+    def bridges(self) -> set[str]:
+        """The bridge devices of this engine's networks (made or not)."""
+        tag = hashlib.sha256(os.path.realpath(self.runroot).encode()).hexdigest()[:6]
+        records = (self.root / "networks").glob("*.json")
+        return {f"ketch{tag}"} | {b for p in records if (b := json.loads(p.read_text()).get("bridge", ""))}
+
+    def network_leftovers(self, bridges: set[str]) -> list[str]:
+        """What this engine made on the host that is still there: its bridges, chains, DNS server."""
+        tag = hashlib.sha256(os.path.realpath(self.runroot).encode()).hexdigest()[:6]
+        found = [f"bridge {b}" for b in bridges if Path(f"/sys/class/net/{b}").exists()]
+        for tool in ("iptables-save", "ip6tables-save"):
+            if shutil.which(tool):
+                rules = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
+                found += [f"{tool}: {line}" for line in rules.splitlines() if f"KETCH{tag}" in line]
+        for proc in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = proc.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"ketch.network.dnsd" in argv and str(self.runroot).encode() in argv:
+                found.append(f"dns server {proc.parent.name}")
+        return found
 
 
 def add_member(tar: tarfile.TarFile, name: str, text: str | None = None, **fields: Any) -> None:
@@ -168,11 +190,14 @@ def running_engine(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: 
     try:
         yield eng
     finally:
+        bridges = eng.bridges()
         eng.cleanup()
         leftovers = mounts_under(base)
         for target in reversed(leftovers):
             subprocess.run(["umount", "-l", target], check=False)
         assert not leftovers, f"mounts left behind: {leftovers}"
+        left = eng.network_leftovers(bridges)
+        assert not left, f"network state left behind: {left}"
 
 
 @pytest.fixture(scope="module", name="engine")

@@ -36,7 +36,7 @@ from ketch.engine.options import (
     quote,
     resolve_files,
 )
-from ketch.errors import InvalidArgument, NotFound, Unsupported
+from ketch.errors import InvalidArgument, Unsupported
 from ketch.record import replace
 
 MEM = "-m, --memory"
@@ -581,14 +581,36 @@ def test_check_memory_swap_unlimited_and_valid_values() -> None:
 
 
 def test_check_network_modes() -> None:
-    for mode in ("bridge", "default", "none", "host"):
-        check(RunOptions("a", network=mode))
-    with pytest.raises(Unsupported):
-        check(RunOptions("a", network="container:abc"))
-    with pytest.raises(NotFound, match="network mynet not found"):
-        check(RunOptions("a", network="mynet"))
+    for mode in ("bridge", "default", "none", "host", "container:abc", "mynet"):
+        check(RunOptions("a", network=mode))  # whether mynet exists is the engine's question, at create
     with pytest.raises(Unsupported):
         check(RunOptions("a", userns="remap"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"network": "container:"}, "a container name or id is needed"),
+        ({"network": "container:x", "hostname": "h"}, "conflicting options: hostname"),
+        ({"network": "container:x", "publish": ("80",)}, "port publishing"),
+        ({"network": "container:x", "dns": ("1.1.1.1",)}, "conflicting options: dns"),
+        ({"ip": "10.0.0.2"}, "user defined networks only"),
+        ({"network": "host", "ip": "10.0.0.2"}, "user defined networks only"),
+        ({"aliases": ("x",)}, "user defined networks"),
+        ({"publish": ("99999:80",)}, "invalid port range"),
+        ({"publish": ("a:b:c:d",)}, "invalid port format"),
+        ({"add_hosts": ("nocolon",)}, "bad format for add-host"),
+        ({"mac_address": "02:42:zz:00:00:01"}, "not a valid mac address"),
+    ],
+)
+def test_bad_network_options(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        check(RunOptions("a", **changes))  # type: ignore[arg-type]
+
+
+def test_good_network_options() -> None:
+    check(RunOptions("a", network="mynet", ip="10.0.0.2", aliases=("web",), publish=("127.0.0.1:8080:80/udp",),
+                     add_hosts=("gw:host-gateway",), mac_address="02:42:0a:00:00:02"))  # fmt: skip
 
 
 def test_clean_path_is_gos() -> None:

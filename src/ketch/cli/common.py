@@ -139,3 +139,35 @@ def render(template: str, fields: list[dict[str, Any]], header: dict[str, str]) 
 def out(text: str) -> None:
     if text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def confirm(warning: str) -> bool:
+    """Docker's prompt: the warning, then a line from stdin; only "y" goes ahead."""
+    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() == "y"
+
+
+def daemon_error(exc: Exception) -> None:
+    """An error as docker prints one the daemon returned."""
+    sys.stderr.write(f"Error response from daemon: {exc}\n")
+
+
+def inspect_each(refs: list[str], get: Any, template: str) -> int:
+    """`<object> inspect`: the JSON of each ref (`get(ref)`), or `template` applied; errors after."""
+    from ketch import jsonio
+    from ketch.errors import KetchError
+
+    docs, failed = [], []
+    for ref in refs:
+        try:
+            docs.append(get(ref))
+        except KetchError as exc:
+            failed.append(exc)
+    if template:
+        out(render(template, docs, {}))
+    elif docs or not failed:
+        out(jsonio.dumps(docs, indent=4))
+    for error in failed:
+        daemon_error(error)
+    return 1 if failed else 0

@@ -35,7 +35,11 @@ RUN_FLAGS = (
     Flag("health-retries", value=True), Flag("health-timeout", value=True),
     Flag("health-start-period", value=True), Flag("no-healthcheck"), Flag("network", value=True),
     Flag("net", value=True), Flag("userns", value=True), Flag("pull", value=True), Flag("platform", value=True),
-    Flag("quiet", short="q"),
+    Flag("quiet", short="q"), Flag("publish", short="p", value=True, multi=True), Flag("publish-all", short="P"),
+    Flag("expose", value=True, multi=True), Flag("ip", value=True), Flag("ip6", value=True),
+    Flag("mac-address", value=True), Flag("network-alias", value=True, multi=True),
+    Flag("dns", value=True, multi=True), Flag("dns-search", value=True, multi=True),
+    Flag("dns-option", value=True, multi=True), Flag("add-host", value=True, multi=True),
 )  # fmt: skip
 
 
@@ -74,11 +78,24 @@ def run_options(cmd: Parsed) -> RunOptions:
         stop_timeout=cmd.integer("stop-timeout") if cmd.string("stop-timeout") else None,
         health=_health(cmd), no_healthcheck=cmd.boolean("no-healthcheck"),
         network=cmd.string("network") or cmd.string("net") or "bridge", userns=cmd.string("userns"),
-        pull=cmd.string("pull") or "missing", platform=cmd.string("platform"),
+        pull=cmd.string("pull") or "missing", platform=cmd.string("platform"), **_networking(cmd),
     )  # fmt: skip
     options = o.resolve_files(options)
     o.check(options)
     return options
+
+
+def _networking(cmd: Parsed) -> dict[str, Any]:
+    def many(flag: str) -> tuple[str, ...]:
+        return tuple(cmd.strings(flag))
+
+    expose = [e if "/" in e else f"{e}/tcp" for e in cmd.strings("expose")]
+    return {
+        "publish": many("publish"), "publish_all": cmd.boolean("publish-all"), "expose": tuple(expose),
+        "ip": cmd.string("ip"), "ip6": cmd.string("ip6"), "mac_address": cmd.string("mac-address"),
+        "aliases": many("network-alias"), "dns": many("dns"), "dns_search": many("dns-search"),
+        "dns_options": many("dns-option"), "add_hosts": many("add-host"),
+    }  # fmt: skip
 
 
 def _resources(cmd: Parsed) -> dict[str, Any]:

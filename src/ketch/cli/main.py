@@ -101,22 +101,37 @@ VERBS: dict[str, tuple[str, str]] = {
     "image load": ("archive", "load"),
     "image import": ("archive", "import_"),
     "system check": ("system", "check"),
+    "system reset": ("system", "reset"),
+    "port": ("networks", "port"),
+    "container port": ("networks", "port"),
+    "network create": ("networks", "create"),
+    "network ls": ("networks", "ls"),
+    "network list": ("networks", "ls"),
+    "network inspect": ("networks", "inspect"),
+    "network rm": ("networks", "rm"),
+    "network remove": ("networks", "rm"),
+    "network prune": ("networks", "prune"),
+    "network connect": ("networks", "connect"),
+    "network disconnect": ("networks", "disconnect"),
 }
-GROUPS = {"image", "system", "container", "volume"}
+GROUPS = {"image", "system", "container", "volume", "network"}
 
 HELP = """usage: ketch [OPTIONS] COMMAND
 
 Containers:
   run, create, start, stop, restart, kill, rm, wait, logs, exec, ps, inspect, pause, unpause,
-  top, stats, rename, update, attach, cp, diff, export, commit
+  top, stats, rename, update, attach, cp, diff, export, commit, port
   container ls|run|create|start|stop|restart|kill|rm|wait|logs|exec|inspect|prune|...
 Volumes:
   volume create|ls|inspect|rm|prune
+Networks:
+  network create|ls|inspect|rm|prune|connect|disconnect
 Images:
   pull, push, images, rmi, tag, history, inspect, save, load, import, login, logout
   image ls|pull|push|rm|tag|inspect|history|prune|save|load|import
 System:
   system check [--repair]   verify every blob and image chain
+  system reset [-f]         remove all containers, volumes and networks (and their bridges, rules)
 
 The OCI runtime is available as ketch-oci.
 

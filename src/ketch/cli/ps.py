@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ketch.engine.containers import ContainerRecord, State
+    from ketch.engine.context import Context
 
 PS_HEADER = {
     "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "RunningFor": "CREATED",
@@ -45,12 +46,23 @@ def ps(g: Parsed, cmd: Parsed) -> int:
     if cmd.boolean("quiet"):
         out("\n".join(r.id if no_trunc else r.short_id for r, _ in entries))
         return 0
-    rows = [_row(r, s, no_trunc) for r, s in entries]
+    rows = [_row(r, s, no_trunc, ctx) for r, s in entries]
     out(common.render(cmd.string("format") or PS_TABLE, rows, PS_HEADER))
     return 0
 
 
-def _row(record: ContainerRecord, state: State, no_trunc: bool) -> dict[str, Any]:
+def _ports(ctx: Context, record: ContainerRecord, state: State) -> str:
+    """Docker's PORTS: "0.0.0.0:8080->80/tcp" for published ports, "80/tcp" for exposed ones."""
+    from ketch.engine import networks
+
+    published = networks.published(ctx, record.id) if state.running else []
+    done = {b.key for b in published}
+    parts = [f"{b.host_ip or '0.0.0.0'}:{b.host_port}->{b.key}" for b in published]
+    parts += [key for key in record.config.get("ExposedPorts") or {} if key not in done]
+    return ", ".join(parts)
+
+
+def _row(record: ContainerRecord, state: State, no_trunc: bool, ctx: Context) -> dict[str, Any]:
     from ketch.engine.describe import command_line, status_line
     from ketch.oci.reference import Reference
 
@@ -69,7 +81,7 @@ def _row(record: ContainerRecord, state: State, no_trunc: bool) -> dict[str, Any
         "ID": record.id if no_trunc else record.short_id, "Image": image,
         "Command": command_line(record, 0 if no_trunc else 20),
         "RunningFor": common.human_ago(record.created), "CreatedAt": record.created,
-        "Status": status_line(state), "State": state.status, "Ports": "", "Names": record.name,
+        "Status": status_line(state), "State": state.status, "Ports": _ports(ctx, record, state), "Names": record.name,
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())), "Size": "",
     }  # fmt: skip
 
@@ -93,6 +105,22 @@ def _filter(
         elif key == "ancestor":
             entries = [e for e in entries if fnmatch.fnmatchcase(e[0].image_ref, value) or e[0].image.startswith(value)
                        or e[0].image_ref.split(":")[0] == value]  # fmt: skip
+        elif key == "network":
+            entries = [e for e in entries if value in (e[0].host_config.get("NetworkMode"),
+                       *(a.get("name") for a in e[0].host_config.get("KetchNetworks") or ()),
+                       *(a.get("network") for a in e[0].host_config.get("KetchNetworks") or ()))]  # fmt: skip
+        elif key == "publish":
+            entries = [
+                e
+                for e in entries
+                if any(value in (k, k.split("/")[0]) for k in e[0].host_config.get("PortBindings") or {})
+            ]
+        elif key == "expose":
+            entries = [
+                e
+                for e in entries
+                if any(value in (k, k.split("/")[0]) for k in e[0].config.get("ExposedPorts") or {})
+            ]
         elif key == "exited":
             entries = [e for e in entries if e[1].status == "exited" and str(e[1].exit_code) == value]
         else:

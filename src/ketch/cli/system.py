@@ -1,4 +1,4 @@
-"""System verbs: check."""
+"""System verbs: check, reset."""
 
 from __future__ import annotations
 
@@ -22,3 +22,23 @@ def check(g: Parsed, cmd: Parsed) -> int:
         state = "clean" if not report.problems else f"{len(report.problems)} problem(s)"
         out(f"checked {report.blobs} blobs and {report.images} images: {state}")
     return 0 if not report.problems or report.repaired else 1
+
+
+@command(Flag("force", short="f"))
+def reset(g: Parsed, cmd: Parsed) -> int:
+    """Remove every container, volume and user network, and what they made on the host: bridges,
+    firewall chains, the DNS server and the supervisor. Images stay (`image prune -a` removes them)."""
+    from ketch.cli.containers import context
+    from ketch.engine import lifecycle, networks, supervisor, volumes
+
+    warning = "WARNING! This will remove all containers, volumes and networks."
+    if not cmd.boolean("force") and not common.confirm(warning):
+        return 0
+    ctx = context(g)
+    for record in ctx.containers().all():
+        lifecycle.remove_container(ctx, record, volumes=True, force=True)
+    volumes.prune(ctx, all_=True)
+    networks.prune(ctx, set())
+    networks.teardown_all(ctx)
+    supervisor.stop(ctx)
+    return 0

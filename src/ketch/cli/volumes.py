@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from ketch.cli import common
 from ketch.cli.args import Flag, Parsed
 from ketch.cli.common import command, out
@@ -34,10 +32,6 @@ def _context(g: Parsed) -> Context:
     return context(g)
 
 
-def _daemon_error(exc: KetchError) -> None:
-    sys.stderr.write(f"Error response from daemon: {exc}\n")
-
-
 @command(Flag("driver", short="d", value=True), Flag("label", value=True, multi=True),
          Flag("opt", short="o", value=True, multi=True), Flag("name", value=True))  # fmt: skip
 def create(g: Parsed, cmd: Parsed) -> int:
@@ -54,7 +48,7 @@ def create(g: Parsed, cmd: Parsed) -> int:
     try:
         volume = volumes.create(_context(g), name, labels, cmd.string("driver") or "local", options)
     except KetchError as exc:
-        _daemon_error(exc)
+        common.daemon_error(exc)
         return 1
     out(volume.name)
     return 0
@@ -91,25 +85,12 @@ def _row(volume: Volume) -> dict[str, Any]:
 
 @command(Flag("format", short="f", value=True))
 def inspect(g: Parsed, cmd: Parsed) -> int:
-    from ketch import jsonio
     from ketch.engine import volumes
 
     if not cmd.args:
         raise InvalidArgument('"ketch volume inspect" requires at least 1 argument')
     ctx = _context(g)
-    docs, failed = [], []
-    for name in cmd.args:
-        try:
-            docs.append(volumes.get(ctx, name).to_json())
-        except KetchError as exc:
-            failed.append(exc)
-    if cmd.string("format"):
-        out(common.render(cmd.string("format"), docs, {}))
-    else:
-        out(jsonio.dumps(docs, indent=4))
-    for error in failed:
-        _daemon_error(error)
-    return 1 if failed else 0
+    return common.inspect_each(cmd.args, lambda name: volumes.get(ctx, name).to_json(), cmd.string("format"))
 
 
 @command(Flag("force", short="f"))
@@ -125,7 +106,7 @@ def rm(g: Parsed, cmd: Parsed) -> int:
         try:
             volumes.remove(ctx, name, cmd.boolean("force"), used)
         except KetchError as exc:
-            _daemon_error(exc)
+            common.daemon_error(exc)
             status = 1
             continue
         out(name)
@@ -142,7 +123,7 @@ def prune(g: Parsed, cmd: Parsed) -> int:
     all_ = cmd.boolean("all")
     if all_ and any(key == "all" for key, _ in filters):
         raise InvalidArgument("conflicting options: cannot specify both --all and --filter all=1")
-    if not cmd.boolean("force") and not _confirm(PRUNE_WARNING[all_]):
+    if not cmd.boolean("force") and not common.confirm(PRUNE_WARNING[all_]):
         out("Total reclaimed space: 0B")
         return 0
     deleted, freed = volumes.prune(_context(g), all_, filters)
@@ -150,10 +131,3 @@ def prune(g: Parsed, cmd: Parsed) -> int:
         out("Deleted Volumes:\n" + "\n".join(deleted) + "\n\n")
     out(f"Total reclaimed space: {common.human_size(freed)}")
     return 0
-
-
-def _confirm(warning: str) -> bool:
-    """Docker's prompt: the warning, then a line from stdin; only "y" goes ahead."""
-    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
-    sys.stdout.flush()
-    return sys.stdin.readline().strip().lower() == "y"

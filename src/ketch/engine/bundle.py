@@ -23,35 +23,58 @@ class Prepared(Record):
     terminal: bool
     stdin: bool
     health: Any = None  # a health.Check, when the container has a healthcheck
+    wiring: Any = None  # the networks.Wiring: endpoints to plumb once the init exists
 
 
-def prepare(ctx: Context, record: ContainerRecord) -> Prepared:
-    """Everything `runtime.create` needs, from the container record (idempotent)."""
-    from ketch.engine import specconv, users
+def prepare(
+    ctx: Context, record: ContainerRecord, ports: tuple[Any, ...] = (), monitor: tuple[int, int] = (0, 0)
+) -> Prepared:
+    """Everything `runtime.create` needs, from the container record: the rootfs mounted, the
+    network endpoints allocated (`ports` already reserved), the /etc files and config.json
+    written. If it fails, the endpoints are given back; the mount stays for release()."""
+    from ketch.engine import networks
     from ketch.engine.create import options_from_json
 
-    store, images = ctx.containers(), ctx.images()
     options = options_from_json(record.host_config["Ketch"])
+    hostname = _hostname(record, options)
+    wiring = networks.wire(ctx, record, options, hostname, ports, monitor)
+    try:
+        return _prepare(ctx, record, options, wiring)
+    except BaseException:
+        networks.release(ctx, record.id, wiring.endpoints)
+        raise
+
+
+def _hostname(record: ContainerRecord, options: RunOptions) -> str:
+    from ketch.engine import specconv
+
+    return specconv.hostname_of(options, record.id)
+
+
+def _prepare(ctx: Context, record: ContainerRecord, options: RunOptions, wiring: Any) -> Prepared:
+    from ketch.engine import specconv, users
+
+    store, images = ctx.containers(), ctx.images()
     image = images.get(record.image)
     image_config: dict[str, Any] = images.config_json(image).get("config") or {}
     directory = store.path(record.id)
     rootfs = os.path.join(directory, "rootfs")
     _mount(images, record.id, rootfs)
-    hostname = specconv.hostname_of(options, record.id)
-    files = _etc_files(directory, hostname, options)
+    hostname = wiring.hostname or specconv.hostname_of(options, record.id)
+    files = _etc_files(directory, hostname, wiring)
     inputs = specconv.SpecInputs(
         options=options, image_config=image_config, container_id=record.id, rootfs=rootfs,
         user=users.resolve_user(rootfs, specconv.user_spec_of(options, image_config)),
         hosts_file=files["hosts"], resolv_file=files["resolv.conf"], hostname_file=files["hostname"],
         volume_sources=_volumes(ctx, record, options, image_config), cgroups_path=f"/ketch/{record.id}",
         cgroup_v2=_cgroup_v2(), init_path=_init_path() if options.init else "",
-        device_nodes=_devices(options), hostname=hostname,
+        device_nodes=_devices(options), hostname=hostname, network_path=wiring.netns,
     )  # fmt: skip
     spec = specconv.container_spec(inputs)
     atomic_write(os.path.join(directory, "config.json"), jsonio.dumps(spec).encode(), 0o600, durable=False)
     from ketch.engine.health import check_of
 
-    return Prepared(directory, options.tty, options.interactive, check_of(record, image_config))
+    return Prepared(directory, options.tty, options.interactive, check_of(record, image_config), wiring)
 
 
 def release(ctx: Context, record: ContainerRecord) -> None:
@@ -78,35 +101,14 @@ def _mount(images: Any, container_id: str, rootfs: str) -> None:
         images.snapshots.mount(container_id, rootfs)
 
 
-def _etc_files(directory: str, hostname: str, options: RunOptions) -> dict[str, str]:
-    """/etc/hostname, /etc/hosts and /etc/resolv.conf of the container, as Docker writes them."""
+def _etc_files(directory: str, hostname: str, wiring: Any) -> dict[str, str]:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf of the container (see networks.wire)."""
     paths = {name: os.path.join(directory, name) for name in ("hostname", "hosts", "resolv.conf")}
-    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    if options.network != "host":
-        hosts += f"127.0.1.1\t{hostname}\n"
     # rebuilt at every start, so they need no fsync
     atomic_write(paths["hostname"], f"{hostname}\n".encode(), 0o644, durable=False)
-    atomic_write(paths["hosts"], hosts.encode(), 0o644, durable=False)
-    atomic_write(paths["resolv.conf"], _resolv_conf(options).encode(), 0o644, durable=False)
+    atomic_write(paths["hosts"], wiring.hosts.encode(), 0o644, durable=False)
+    atomic_write(paths["resolv.conf"], wiring.resolv.encode(), 0o644, durable=False)
     return paths
-
-
-def _resolv_conf(options: RunOptions) -> str:
-    """The host's resolv.conf for host networking; otherwise it without loopback resolvers
-    (a container's own loopback has no resolver), as Docker filters it."""
-    try:
-        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
-    if options.network == "host":
-        return "\n".join(lines) + "\n"
-    kept = [line for line in lines if not (line.startswith("nameserver") and _loopback(line.split()[1:2]))]
-    return "\n".join(kept) + "\n"
-
-
-def _loopback(words: list[str]) -> bool:
-    return bool(words) and (words[0].startswith("127.") or words[0] == "::1")
 
 
 def _volumes(

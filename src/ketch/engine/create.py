@@ -58,14 +58,16 @@ def create(
     ctx: Context, options: RunOptions, image: ImageRecord, image_config: dict[str, Any]
 ) -> ContainerRecord:
     """Record the container and prepare its snapshot; on any failure nothing is left behind."""
-    from ketch.engine import names, specconv
+    from ketch.engine import names, networks, specconv
 
     container_id = new_id()
     name = check_name(options.name) if options.name else names.generate(ctx.containers())
     command = specconv.command_of(options, image_config)
+    mode, attachments = networks.plan(ctx, options)
+    host_config = {**_host_config(options), **_network_config(options, mode, attachments)}
     record = ContainerRecord(
         id=container_id, name=name, created=rfc3339(), image=image.id, image_ref=options.image,
-        config=_docker_config(options, image_config, command), host_config=_host_config(options),
+        config=_docker_config(options, image_config, command), host_config=host_config,
         path=command[0], args=tuple(command[1:]),
     )  # fmt: skip
     store = ctx.containers()
@@ -92,6 +94,7 @@ def _docker_config(options: RunOptions, image: dict[str, Any], command: list[str
         "Env": specconv.env_of(options, image, options.hostname or ""),
         "Cmd": list(options.command) if options.command else image.get("Cmd"),
         "Image": options.image, "Volumes": image.get("Volumes"),
+        **({"ExposedPorts": exposed} if (exposed := _exposed(options, image)) else {}),
         "WorkingDir": specconv.workdir_of(options, image), "Entrypoint": entrypoint or None,
         "OnBuild": None, "Labels": labels,
         "StopSignal": options.stop_signal or image.get("StopSignal") or "SIGTERM",
@@ -101,13 +104,39 @@ def _docker_config(options: RunOptions, image: dict[str, Any], command: list[str
     }  # fmt: skip
 
 
+def _network_config(options: RunOptions, mode: str, attachments: list[Any]) -> dict[str, Any]:
+    """HostConfig's network part; KetchNetworks lists the networks joined (networks.Attachment)."""
+    from ketch.network import ports
+
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for spec in options.publish:
+        for b in ports.parse(spec):
+            host_port = f"{b.host_port}-{b.host_port_end}" if b.host_port_end else str(b.host_port or "")
+            bindings.setdefault(b.key, []).append({"HostIp": b.host_ip, "HostPort": host_port})
+    return {
+        "NetworkMode": mode, "KetchNetworks": [a.to_json() for a in attachments],
+        "PortBindings": bindings, "PublishAllPorts": options.publish_all, "Dns": list(options.dns),
+        "DnsOptions": list(options.dns_options), "DnsSearch": list(options.dns_search),
+        "ExtraHosts": list(options.add_hosts) or None,
+    }  # fmt: skip
+
+
+def _exposed(options: RunOptions, image: dict[str, Any]) -> dict[str, Any]:
+    """Config.ExposedPorts: the image's EXPOSE, --expose and every -p container port."""
+    from ketch.network import ports
+
+    keys = [*(image.get("ExposedPorts") or {}), *options.expose]
+    keys += [b.key for spec in options.publish for b in ports.parse(spec)]
+    return {key: {} for key in dict.fromkeys(keys)}
+
+
 def _host_config(options: RunOptions) -> dict[str, Any]:
     """Docker's HostConfig, plus the parsed options ketch starts the container from."""
     from ketch.engine.options import parse_restart
 
     policy, retries = parse_restart(options.restart)
     return {
-        "NetworkMode": options.network, "RestartPolicy": {"Name": policy, "MaximumRetryCount": retries},
+        "RestartPolicy": {"Name": policy, "MaximumRetryCount": retries},
         "AutoRemove": options.remove, "Privileged": options.privileged, "ReadonlyRootfs": options.read_only,
         "CapAdd": list(options.cap_add) or None, "CapDrop": list(options.cap_drop) or None,
         "SecurityOpt": list(options.security_opt) or None, "Memory": options.memory,

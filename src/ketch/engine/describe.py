@@ -30,6 +30,8 @@ def state_json(state: State) -> dict[str, Any]:
 
 def container_json(ctx: Context, record: ContainerRecord, state: State) -> dict[str, Any]:
     """Docker's `container inspect` document."""
+    from ketch.engine import networks
+
     store = ctx.containers()
     directory = store.path(record.id)
     host_config = {k: v for k, v in record.host_config.items() if not k.startswith("Ketch")}
@@ -44,7 +46,7 @@ def container_json(ctx: Context, record: ContainerRecord, state: State) -> dict[
         "RestartCount": state.restart_count, "Driver": "overlay2" if ctx.driver != "vfs" else "vfs",
         "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
         "HostConfig": host_config, "Mounts": mounts_json(ctx, record), "Config": config,
-        "NetworkSettings": {"Networks": {}, "Ports": {}, "IPAddress": "", "Gateway": "", "MacAddress": ""},
+        "NetworkSettings": networks.container_settings(ctx, record, state.status in ("running", "paused")),
     }  # fmt: skip
 
 

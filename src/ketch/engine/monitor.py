@@ -51,6 +51,7 @@ class Monitor:
         self.stdin_client = -1
         self.log: Any = None
         self.listener: socket.socket | None = None
+        self.port_sockets: list[socket.socket] = []
 
     # --- entry point ------------------------------------------------------------------------------
 
@@ -119,9 +120,11 @@ class Monitor:
         """
         from ketch.runtime.container import start_time
 
+        self.record = self.store.load(self.id)  # `network connect` may have changed it since
         config = self.record.config
+        ports = self._reserve_ports()
         io, console, theirs = self._plumb(bool(config.get("Tty")), bool(config.get("OpenStdin")))
-        result = self._in_setup_child(lambda: self._setup(console, theirs))
+        result = self._in_setup_child(lambda: self._setup(console, theirs, ports))
         for fd in set(theirs):
             os.close(fd)
         if console is not None:
@@ -173,22 +176,55 @@ class Monitor:
         result: dict[str, Any] = doc["ok"]
         return result
 
-    def _setup(self, console: socket.socket | None, theirs: list[int]) -> dict[str, Any]:
-        """In the setup child: write the bundle, create and start the container."""
-        from ketch.engine import bundle
+    def _reserve_ports(self) -> tuple[Any, ...]:
+        """Bind the container's published host ports; the sockets stay open (in this monitor) for
+        as long as the container runs, so nothing else can take them."""
+        from ketch.engine import networks
+        from ketch.engine.create import options_from_json
+        from ketch.network import ports
+
+        self._close_ports()
+        wanted = networks.port_requests(self.record, options_from_json(self.record.host_config["Ketch"]))
+        if not wanted:
+            return ()
+        bindings, self.port_sockets = ports.reserve(wanted)
+        return tuple(bindings)
+
+    def _close_ports(self) -> None:
+        for sock in self.port_sockets:
+            sock.close()
+        self.port_sockets = []
+
+    def _setup(
+        self, console: socket.socket | None, theirs: list[int], ports: tuple[Any, ...]
+    ) -> dict[str, Any]:
+        """In the setup child: write the bundle, create the container, wire its network, start it."""
+        from ketch.engine import bundle, networks
         from ketch.runtime import lifecycle
         from ketch.runtime.cgroups import prime_attach_lock
-        from ketch.runtime.container import Runtime
+        from ketch.runtime.container import Runtime, start_time
         from ketch.runtime.plan import CreateOptions
 
         prime_attach_lock()  # the cgroup v1 attach's RCU wait runs while we write the bundle
-        prepared = bundle.prepare(self.ctx, self.record)
-        rt = Runtime(self.ctx.runtime_root)
-        self._forget_runtime_state(rt)
-        for target, fd in enumerate(theirs):
-            os.dup2(fd, target)
-        ctr = lifecycle.create(rt, self.id, prepared.path, CreateOptions(), lifecycle.Stdio(), [], console)
-        ctr.start()
+        monitor = os.getppid()
+        prepared = bundle.prepare(self.ctx, self.record, ports, (monitor, start_time(monitor) or 0))
+        try:
+            rt = Runtime(self.ctx.runtime_root)
+            self._forget_runtime_state(rt)
+            for target, fd in enumerate(theirs):
+                os.dup2(fd, target)
+            ctr = lifecycle.create(
+                rt, self.id, prepared.path, CreateOptions(), lifecycle.Stdio(), [], console
+            )
+            try:
+                networks.plumb(self.ctx, prepared.wiring, ctr.record.pid)
+                ctr.start()
+            except BaseException:
+                ctr.delete(force=True)
+                raise
+        except BaseException:
+            networks.release(self.ctx, self.id, prepared.wiring.endpoints)
+            raise
         check = prepared.health
         return {"pid": ctr.record.pid, "health": check.to_dict() if check is not None else None}
 
@@ -363,7 +399,7 @@ class Monitor:
             self.health_pid = 0
 
     def _finish(self, exit_code: int) -> State:
-        from ketch.engine import bundle
+        from ketch.engine import bundle, networks
         from ketch.runtime.container import Runtime
 
         self._stop_health()
@@ -374,6 +410,11 @@ class Monitor:
             ctr.delete(force=True)
         except KetchError:
             pass
+        try:
+            networks.release(self.ctx, self.id)
+        except KetchError:
+            pass  # a stale endpoint is reclaimed by the next allocation that needs it
+        self._close_ports()
         bundle.release(self.ctx, self.record)
         self.log.flush()
         # the monitor stays recorded until _goodbye: a "restarting" state needs a live monitor behind it

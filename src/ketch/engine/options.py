@@ -20,7 +20,7 @@ import math
 import os
 import posixpath
 
-from ketch.errors import InvalidArgument, NotFound, Unsupported
+from ketch.errors import InvalidArgument, Unsupported
 from ketch.record import Record, field, replace
 
 TYPE_CHECKING = False
@@ -68,8 +68,8 @@ class Health(Record):
 class RunOptions(Record):
     """What `ketch run`/`create` was asked for; sizes in bytes, cpus in billionths.
 
-    network: "bridge" (Docker's default, also "default"), "none" or "host". Until ketch has
-    networks, bridge gives the container a new network namespace with only loopback, as none does.
+    network: "bridge" (Docker's default, also "default"), "none", "host", "container:<name|id>"
+    or a user-defined network's name or id.
     """
 
     image: str
@@ -108,6 +108,17 @@ class RunOptions(Record):
     health: Health | None = None
     no_healthcheck: bool = False
     network: str = "bridge"
+    publish: tuple[str, ...] = ()  # -p specs, parsed by ketch.network.ports at each start
+    publish_all: bool = False
+    expose: tuple[str, ...] = ()  # "80/tcp"
+    ip: str = ""
+    ip6: str = ""
+    mac_address: str = ""
+    aliases: tuple[str, ...] = ()  # --network-alias
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    add_hosts: tuple[str, ...] = ()  # "name:ip" (ip may be host-gateway)
     userns: str = ""
     pull: str = "missing"
     platform: str = ""
@@ -779,7 +790,7 @@ def check(options: RunOptions) -> None:
         raise InvalidArgument(
             f'invalid pull option: \'{options.pull}\': must be one of "always", "missing" or "never"'
         )
-    check_network(options.network)
+    check_network(options)
     if options.userns not in ("", "host"):
         raise Unsupported(f"user namespace mode {options.userns!r} is not supported (only host)")
     if options.platform:
@@ -824,13 +835,45 @@ def _check_resources(o: RunOptions) -> None:
         raise InvalidArgument(f"Invalid value {o.cpuset_cpus} for cpuset cpus")
 
 
-def check_network(network: str) -> None:
-    """Network modes ketch can honour today: bridge/default (isolated for now), none and host."""
-    if network in ("bridge", "default", "none", "host"):
-        return
-    if network.startswith("container:"):
-        raise Unsupported("network mode 'container:' is not supported yet")
-    raise NotFound(f"network {network} not found")
+def check_network(o: RunOptions) -> None:
+    """The network flags make sense together (whether a named network exists is checked at create)."""
+    mode = o.network
+    if not mode:
+        raise InvalidArgument("invalid network mode: empty")
+    if mode.startswith("container:") and not mode.partition(":")[2]:
+        raise InvalidArgument(f"invalid network mode: {mode}: a container name or id is needed")
+    joins = mode.startswith("container:")
+    if joins and o.hostname:
+        raise InvalidArgument("conflicting options: hostname and the network mode")
+    if joins and (o.publish or o.publish_all):
+        raise InvalidArgument("conflicting options: port publishing and the container type network mode")
+    if joins and (o.dns or o.dns_search or o.dns_options or o.add_hosts or o.mac_address):
+        raise InvalidArgument("conflicting options: dns and the network mode")
+    if (o.ip or o.ip6) and (joins or mode in ("bridge", "default", "host", "none")):
+        raise InvalidArgument("user specified IP address is supported on user defined networks only")
+    if o.aliases and (mode in ("bridge", "default", "host", "none") or joins):
+        raise InvalidArgument(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
+    from ketch.network import ports
+
+    for spec in o.publish:
+        ports.parse(spec)
+    ports.exposed(o.expose)
+    for entry in o.add_hosts:
+        name, sep, address = entry.partition(":")
+        if not sep or not name or not address:
+            raise InvalidArgument(
+                f'invalid argument "{entry}" for "--add-host" flag: bad format for add-host'
+            )
+    if o.mac_address:
+        parts = o.mac_address.split(":")
+        if len(parts) != 6 or not all(len(p) == 2 and _is_hex(p) for p in parts):
+            raise InvalidArgument(f"{o.mac_address} is not a valid mac address")
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _check_signal(text: str) -> None:

@@ -108,6 +108,7 @@ class SpecInputs(Record):
     # resolve_devices(options.devices), plus host_devices() when privileged
     device_nodes: tuple[DeviceNode, ...] = ()
     hostname: str = ""  # "" is hostname_of(options, container_id)
+    network_path: str = ""  # a network namespace to join (--network container:)
     last_cap: int | None = None  # the kernel's highest capability; None reads /proc
     kernel: str = ""  # uname release for seccomp minKernel rules; "" is the host's
     default_sysctls: bool = True  # False where they cannot be set (a rootless user namespace)
@@ -604,17 +605,19 @@ def seccomp_of(options: RunOptions, caps: list[str], arch: str = "", kernel: str
 # --- the spec ----------------------------------------------------------------------------------
 
 
-def namespaces_of(options: RunOptions, cgroup_v2: bool = True) -> list[Json]:
+def namespaces_of(options: RunOptions, cgroup_v2: bool = True, network_path: str = "") -> list[Json]:
     kinds = ["mount", "network", "uts", "pid", "ipc"] + (["cgroup"] if cgroup_v2 else [])
     if options.network == "host":
         kinds.remove("network")  # the host's network namespace is shared
-    return [{"type": k} for k in kinds]
+    return [
+        {"type": k, "path": network_path} if k == "network" and network_path else {"type": k} for k in kinds
+    ]
 
 
 def _linux(inputs: SpecInputs, caps: list[str]) -> Json:
     o = inputs.options
     linux: Json = {
-        "namespaces": namespaces_of(o, inputs.cgroup_v2),
+        "namespaces": namespaces_of(o, inputs.cgroup_v2, inputs.network_path),
         "resources": resources_of(o, inputs.device_nodes),
         "devices": [_device_json(n) for n in {n.path: n for n in inputs.device_nodes}.values()],
     }
@@ -623,7 +626,7 @@ def _linux(inputs: SpecInputs, caps: list[str]) -> Json:
     if not o.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
-    if inputs.default_sysctls and o.network != "host":
+    if inputs.default_sysctls and o.network != "host" and not inputs.network_path:
         linux["sysctl"] = dict(DEFAULT_SYSCTLS)
     seccomp = seccomp_of(o, caps, inputs.arch, inputs.kernel)
     if seccomp is not None:

@@ -41,7 +41,8 @@ _PRELOAD = (
     "ketch.linux.seccomp", "ketch.runtime.channel", "ketch.runtime.hooks", "ketch.runtime.lifecycle",
     "ketch.runtime.plan", "ketch.runtime.seccomp", "ketch.runtime.spawn", "ketch.runtime.container",
     "ketch.runtime.signals", "ketch.runtime.capabilities", "ketch.runtime.cgstats", "ketch.oci.runtime",
-    "ketch.oci.image",
+    "ketch.oci.image", "ipaddress", "subprocess", "ketch.engine.networks", "ketch.network.bridge",
+    "ketch.network.firewall", "ketch.network.ipam", "ketch.network.ports", "ketch.network.store",
 )  # fmt: skip
 
 
@@ -224,6 +225,25 @@ def _wait_for(path: str) -> socket.socket:
             return sock
         time.sleep(0.005)
     raise Unavailable(f"the ketch supervisor did not start within {SPAWN_TIMEOUT:.0f} s ({path})")
+
+
+def stop(ctx: Context) -> None:
+    """Stop this runroot's supervisor, if one runs (monitors do not depend on it)."""
+    import signal
+    import time
+
+    try:
+        with open(os.path.join(ctx.runroot, "supervisor.pid")) as f:
+            pid = int(f.read().strip() or 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"ketch.engine.supervisor" not in f.read():
+                return
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def main() -> NoReturn:
