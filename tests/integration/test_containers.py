@@ -281,8 +281,16 @@ def test_attach_and_container_prune(engine: Engine) -> None:
     out, _ = attach.communicate(timeout=30)
     assert (attach.returncode, out) == (5, "late\n")
     engine("create", "--name", "never-started", IMAGE, "true")
+    engine("create", "--name", "kept", "--label", "keep=yes", IMAGE, "true")
     engine("run", "-d", "--name", "still-running", IMAGE, "sleep", "1000")
-    pruned = engine("container", "prune", "-f").stdout
+    kept = engine("container", "prune", "-f", "--filter", "until=1h").stdout  # all are younger
+    assert "Deleted Containers:" not in kept
+    pruned = engine("container", "prune", "-f", "--filter", "label!=keep=yes").stdout
+    assert "Deleted Containers:" in pruned
+    assert sorted(engine("ps", "-a", "--format", "{{.Names}}").stdout.split()) == ["kept", "still-running"]
+    bad = engine("container", "prune", "-f", "--filter", "color=red", check=False)
+    assert bad.returncode != 0 and "invalid filter" in bad.stderr
+    pruned = engine("container", "prune", "-f", "--filter", "label=keep").stdout
     assert "Deleted Containers:" in pruned
     assert engine("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["still-running"]
     engine("rm", "-f", "still-running")

@@ -216,18 +216,41 @@ def attach(g: Parsed, cmd: Parsed) -> int:
     return Session(started, stdin, bool(record.config.get("Tty"))).run()
 
 
+def _prune_filters(filters: list[tuple[str, str]]) -> dict[str, list[str]]:
+    chosen: dict[str, list[str]] = {"until": [], "label": [], "label!": []}
+    for key, value in filters:
+        if key not in chosen:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        chosen[key].append(value)
+    return chosen
+
+
+def _label_matches(labels: dict[str, str], want: str) -> bool:
+    key, sep, value = want.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
 @command(Flag("force", short="f"), Flag("filter", value=True, multi=True))
 def prune(g: Parsed, cmd: Parsed) -> int:
-    """Remove every stopped container."""
-    from ketch.cli.containers import context
+    """Remove every stopped container (narrowed by --filter until=, label=, label!=), as Docker does."""
+    from ketch.cli.containers import _when, context
+    from ketch.clock import parse_rfc3339
     from ketch.engine import lifecycle
 
-    if cmd.strings("filter"):
-        raise InvalidArgument("container prune --filter is not supported")
+    chosen = _prune_filters(common.filters(cmd.strings("filter")))
+    if not cmd.boolean("force") and not common.confirm("WARNING! This will remove all stopped containers."):
+        return 0
     ctx = context(g)
     store = ctx.containers()
     removed = []
     for record in store.all():
+        labels = record.config.get("Labels") or {}
+        if chosen["until"] and parse_rfc3339(record.created) >= min(_when(u) for u in chosen["until"]):
+            continue
+        if not all(_label_matches(labels, want) for want in chosen["label"]):
+            continue
+        if any(_label_matches(labels, unwanted) for unwanted in chosen["label!"]):
+            continue
         if not store.state(record.id).running:
             lifecycle.remove_container(ctx, record)
             removed.append(record.id)
