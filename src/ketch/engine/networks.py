@@ -512,15 +512,20 @@ def plumb(ctx: Context, wiring: Wiring, pid: int) -> None:
         bridge.attach(ep, s.get(ep.network), pid, default_route=index == 0)
 
 
-def release(ctx: Context, container_id: str, endpoints: Iterable[Endpoint] | None = None) -> None:
-    """Give back the container's addresses and ports (after it stopped, or a failed start)."""
+def release(
+    ctx: Context, container_id: str, endpoints: Iterable[Endpoint] | None = None, unplug: bool = False
+) -> None:
+    """Give back the container's addresses and ports (after it stopped, or a failed start). The
+    veth pairs die with the container's namespace; `unplug` deletes them now (disconnecting a
+    running container), which costs the kernel an RCU grace period or two."""
     from ketch.network import bridge
 
     s = store(ctx)
     eps = list(s.endpoints_of(container_id) if endpoints is None else endpoints)
     ported = False
     for ep in eps:
-        bridge.detach(ep)
+        if unplug:
+            bridge.detach(ep)
         with s.endpoint_lock(ep.network):
             s.drop_endpoint(ep.network, container_id)
         ported = ported or bool(ep.ports)
@@ -625,7 +630,7 @@ def connect(ctx: Context, record: ContainerRecord, ref: str, aliases: tuple[str,
 
             bridge.attach(ep, net, state.pid, default_route=False)
         except BaseException:
-            release(ctx, record.id, [ep])
+            release(ctx, record.id, [ep], unplug=True)
             raise
     record.host_config["KetchNetworks"] = [a.to_json() for a in [*current, att]]
     ctx.containers().update_record(record)
@@ -642,7 +647,7 @@ def disconnect(ctx: Context, record: ContainerRecord, ref: str, force: bool = Fa
     with s.endpoint_lock(net.id):
         ep = next((e for e in s.endpoints(net.id) if e.container == record.id), None)
     if ep is not None:
-        release(ctx, record.id, [ep])
+        release(ctx, record.id, [ep], unplug=True)
     record.host_config["KetchNetworks"] = [a.to_json() for a in current if a.network != net.id]
     if record.host_config.get("NetworkMode") == net.name:
         remaining = record.host_config["KetchNetworks"]
