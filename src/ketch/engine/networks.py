@@ -461,7 +461,7 @@ def _allocate(ctx: Context, record: ContainerRecord, att: Attachment, index: int
         ipv4 = addresses.get(False, "")
         ep = Endpoint(
             network=net.id, container=record.id, name=record.name, interface=f"eth{index}",
-            veth=f"veth{record.id[:9]}{index}", mac=att.mac or (ipam.mac_for(ipv4) if ipv4 else ipam.random_mac()),
+            veth=f"veth{os.urandom(4).hex()}{index}", mac=att.mac or (ipam.mac_for(ipv4) if ipv4 else ipam.random_mac()),
             ipv4=ipv4, ipv6=addresses.get(True, ""), aliases=att.aliases, ports=ports,
             dns=tuple(options.dns), monitor=monitor[0], monitor_start=monitor[1],
         )  # fmt: skip
