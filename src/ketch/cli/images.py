@@ -104,6 +104,9 @@ IMAGE_HEADER = {
 def ls(g: Parsed, cmd: Parsed) -> int:
     service = common.images(g)
     images = service.images.all()
+    if not cmd.boolean("all"):  # intermediate images (a build's steps) show only with -a, as Docker's
+        parents = {i.parent for i in images}
+        images = [i for i in images if i.names or i.id not in parents]
     images.sort(key=lambda i: parse_rfc3339(i.created), reverse=True)
     if cmd.args:
         cmd.flags["filter"] = [*cmd.strings("filter"), f"reference={cmd.args[0]}"]

@@ -202,6 +202,24 @@ def resolve(root: int, path: str, follow: bool) -> Entry:
             os.close(fd)
 
 
+def kinds(root_path: str, paths: list[str]) -> dict[str, str]:
+    """For each container path (resolved inside the rootfs at `root_path`, following symlinks
+    inside it): "dir", "file" (anything else) or "" when it does not exist."""
+    root = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # rootfs() gives /proc/self/fd/N
+    out: dict[str, str] = {}
+    try:
+        for path in paths:
+            try:
+                with resolve(root, path, True) as entry:
+                    st = entry.stat()
+            except (NotFound, InvalidArgument):
+                st = None
+            out[path] = "" if st is None else "dir" if stat.S_ISDIR(st.st_mode) else "file"
+    finally:
+        os.close(root)
+    return out
+
+
 def _parts(path: str) -> list[str]:
     """The components of `path` in reverse (pop() gives the next), without "" and "."."""
     return [p for p in reversed(path.split("/")) if p and p != "."]
@@ -904,9 +922,10 @@ def _container_target(record: ContainerRecord, entry: Entry, dst: str, src_dir: 
 
 
 def commit(ctx: Context, record: ContainerRecord, repo_tag: str = "", message: str = "", author: str = "",
-           changes: Iterable[str] = ()) -> str:  # fmt: skip
+           changes: Iterable[str] = (), config: dict[str, Any] | None = None, created_by: str | None = None) -> str:  # fmt: skip
     """Docker's commit: the container's changes as a new layer over its image, with the container's
-    config and `changes` (Dockerfile instructions) applied; the new image's ID, tagged `repo_tag`."""
+    config (or `config`, as a build gives it) and `changes` (Dockerfile instructions) applied; the
+    new image's ID, tagged `repo_tag`. The history step says `created_by` (default: the command)."""
     import tempfile
 
     from ketch.engine.archive_formats import apply_changes
@@ -921,11 +940,17 @@ def commit(ctx: Context, record: ContainerRecord, repo_tag: str = "", message: s
     service = ctx.images()
     image = service.get(record.image)
     parent = service.config_json(image)
-    config = apply_changes(list(changes), _container_config(parent.get("config") or {}, record))
+    base = config if config is not None else _container_config(parent.get("config") or {}, record)
+    config = apply_changes(list(changes), base)
     found = [c for c in container_changes(ctx, record) if not c.implied]
+    step = Step(
+        " ".join(record.config.get("Cmd") or []) if created_by is None else created_by, message, author
+    )
     with tempfile.TemporaryFile(dir=service.root) as spool:
         layer = _write_layer(ctx, record, found, spool) if found else None
-        return _register(service, image, parent, record, spool, layer, config, message, author, name)
+        return register(
+            service, image, parent, spool, layer, config, step, name, f"committed from {record.name}"
+        )
 
 
 def _container_config(image: dict[str, Any], record: ContainerRecord) -> dict[str, Any]:
@@ -976,10 +1001,20 @@ def _layer_tar(upper: int, found: list[Change], out: _Hashing) -> None:
     archiver.close()
 
 
-def _register(service: ImageService, image: ImageRecord, parent: dict[str, Any], record: ContainerRecord,
-              spool: BinaryIO, layer: tuple[str, str, int] | None, config: dict[str, Any], message: str,
-              author: str, name: str) -> str:  # fmt: skip
-    """Store the layer, config and manifest, unpack the layer and record the image under `name`."""
+class Step(NamedTuple):
+    """An image history step."""
+
+    created_by: str
+    comment: str = ""
+    author: str = ""
+
+
+def register(service: ImageService, image: ImageRecord | None, parent: dict[str, Any], spool: BinaryIO | None,
+             layer: tuple[str, str, int] | None, config: dict[str, Any], step: Step, name: str = "",
+             origin: str = "") -> str:  # fmt: skip
+    """A child of `image` (None: of nothing, FROM scratch): its layer (from `spool`, when there is
+    one), config and manifest stored, the layer unpacked, the image recorded (under `name` when
+    given); its ID."""
     from ketch import jsonio
     from ketch.clock import rfc3339
     from ketch.engine.archive_formats import image_manifest
@@ -989,38 +1024,39 @@ def _register(service: ImageService, image: ImageRecord, parent: dict[str, Any],
     from ketch.oci import image as oci
 
     created = rfc3339()
-    created_by = " ".join(record.config.get("Cmd") or [])
-    body = _child_config(parent, config, layer[0] if layer else "", created, created_by, message, author)
+    body = _child_config(parent, config, layer[0] if layer else "", created, step)
     with FileLock(service._gc_lock, shared=True):
-        if layer is not None:
+        if layer is not None and spool is not None:
             spool.seek(0)
-            store_blob(service, spool, layer[1], layer[2], f"the layer committed from {record.name} changed")
+            store_blob(service, spool, layer[1], layer[2], f"the layer {origin} changed")
         image_id = service.content.put(body)
-        old = service.manifest(image)
-        layers = [(oci.LAYER_COMPRESSION[d.media_type], d.digest, d.size) for d in old.layers]
+        old = service.manifest(image) if image is not None else None
+        layers = [(oci.LAYER_COMPRESSION[d.media_type], d.digest, d.size) for d in old.layers] if old else []
         layers += [("gzip", layer[1], layer[2])] if layer is not None else []
-        form = "docker" if old.media_type == oci.DOCKER_MANIFEST else "oci"
+        form = "oci" if old is not None and old.media_type != oci.DOCKER_MANIFEST else "docker"
         media_type, manifest_body = image_manifest(image_id, len(body), layers, form)
         chain, size = service.unpack(
             image_id, oci.Manifest.from_json(jsonio.loads(manifest_body), media_type)
         )
         new = ImageRecord(id=image_id, manifest=service.content.put(manifest_body), manifest_type=media_type,
-                          chain=chain, created=created, added=rfc3339(), size=size)  # fmt: skip
+                          chain=chain, created=created, added=rfc3339(), size=size,
+                          parent=image.id if image is not None else "")  # fmt: skip
         service.images.add(new, name)
     return image_id
 
 
-def _child_config(parent: dict[str, Any], config: dict[str, Any], diff_id: str, created: str, created_by: str,
-                  message: str, author: str) -> bytes:  # fmt: skip
+def _child_config(
+    parent: dict[str, Any], config: dict[str, Any], diff_id: str, created: str, entry: Step
+) -> bytes:
     """The parent's image config with the new container config, layer and history step."""
     from ketch.engine.archive_formats import go_json
 
     doc = {k: v for k, v in parent.items() if k not in ("author", "comment", "container", "container_config")}
-    step: dict[str, Any] = {"created": created, "created_by": created_by}
-    if author:
-        doc["author"] = step["author"] = author
-    if message:
-        doc["comment"] = step["comment"] = message
+    step: dict[str, Any] = {"created": created, "created_by": entry.created_by}
+    if entry.author:
+        doc["author"] = step["author"] = entry.author
+    if entry.comment:
+        doc["comment"] = step["comment"] = entry.comment
     diff_ids = list((parent.get("rootfs") or {}).get("diff_ids") or [])
     if diff_id:
         diff_ids.append(diff_id)

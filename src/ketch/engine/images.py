@@ -405,9 +405,11 @@ def _remove_layers(service: ImageService, keep: set[str]) -> None:
 def prune(service: ImageService, everything: bool = False) -> tuple[list[tuple[str, str]], int]:
     """Remove dangling images (with `everything`, all images no container uses)."""
     events: list[tuple[str, str]] = []
-    for image in service.images.all():
-        if (image.names and not everything) or containers_using(service, image):
-            continue
+    images = service.images.all()
+    parents = {i.parent for i in images}
+    for image in images:
+        if (not everything and (image.names or image.id in parents)) or containers_using(service, image):
+            continue  # without -a: only dangling images, untagged and nobody's parent (Docker's)
         for name in (*image.names, *image.digests):
             events.append(("untagged", Reference.parse(name).familiar))
         service.images.remove(image.id)
@@ -425,7 +427,7 @@ def inspect(service: ImageService, image: ImageRecord) -> dict[str, Any]:
         "Id": image.id,
         "RepoTags": [Reference.parse(n).familiar for n in image.names],
         "RepoDigests": [Reference.parse(d).familiar for d in image.digests],
-        "Parent": "",
+        "Parent": image.parent,
         "Comment": (config.get("history") or [{}])[-1].get("comment", ""),
         "Created": config.get("created", ""),
         "DockerVersion": config.get("docker_version", ""),

@@ -34,6 +34,7 @@ class ImageRecord(Record):
     created: str = ""  # from the config
     added: str = ""  # when this store got it
     size: int = 0  # bytes of the unpacked layers
+    parent: str = ""  # the image this one was committed or built on (Docker's Parent), if any
 
     def to_json(self) -> dict[str, Any]:
         out = self.to_dict()
