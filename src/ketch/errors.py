@@ -8,6 +8,7 @@
     ├── Unsupported             valid input the host or ketch cannot honour
     ├── SetupFailed             the kernel refused a step of container setup
     ├── CorruptContent          data does not match its digest, size or format, or is hostile
+    ├── CommandFailed           a command run on the user's behalf (a build's RUN) exited non-zero
     ├── Unauthorized            a registry refused the credentials (or asked for some)
     └── Unavailable             a remote service could not be reached or kept failing
 
@@ -52,6 +53,14 @@ class SetupFailed(KetchError):
 
 class CorruptContent(KetchError):
     """Content does not match its descriptor (digest, size, media type) or is unsafe to unpack."""
+
+
+class CommandFailed(KetchError):
+    """A command ketch ran for the user (a build's RUN) exited with a non-zero code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Unauthorized(KetchError):

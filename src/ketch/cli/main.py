@@ -102,6 +102,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "image import": ("archive", "import_"),
     "system check": ("system", "check"),
     "system reset": ("system", "reset"),
+    "build": ("build", "build"),
+    "image build": ("build", "build"),
+    "builder prune": ("build", "prune"),
     "port": ("networks", "port"),
     "container port": ("networks", "port"),
     "network create": ("networks", "create"),
@@ -114,7 +117,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "network connect": ("networks", "connect"),
     "network disconnect": ("networks", "disconnect"),
 }
-GROUPS = {"image", "system", "container", "volume", "network"}
+GROUPS = {"image", "system", "container", "volume", "network", "builder"}
 
 HELP = """usage: ketch [OPTIONS] COMMAND
 
@@ -127,8 +130,9 @@ Volumes:
 Networks:
   network create|ls|inspect|rm|prune|connect|disconnect
 Images:
-  pull, push, images, rmi, tag, history, inspect, save, load, import, login, logout
-  image ls|pull|push|rm|tag|inspect|history|prune|save|load|import
+  pull, push, images, rmi, tag, history, inspect, save, load, import, login, logout, build
+  image ls|pull|push|rm|tag|inspect|history|prune|save|load|import|build
+  builder prune             drop the build cache
 System:
   system check [--repair]   verify every blob and image chain
   system reset [-f]         remove all containers, volumes and networks (and their bridges, rules)
