@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ketch.engine.context import Context
 
-SPAWN_TIMEOUT = 10.0
+SPAWN_TIMEOUT = 30.0  # a slow machine (the TCG guest) may need ~10 s to preload and warm up
 PRELOADED: set[str] = set()  # modules a monitor inherits; KETCH_MONITOR_TRACE lists what it imports beyond
 
 
