@@ -194,3 +194,23 @@ def test_builder_prune_drops_the_cache(engine: Engine, tmp_path: Path) -> None:
     engine("rmi", "pruned:1")
     assert "Deleted build cache objects" in engine("builder", "prune", "-f").stdout
     assert "Using cache" not in build(engine, directory)
+
+
+def test_run_mounts_cache_bind_and_tmpfs(engine: Engine, tmp_path: Path) -> None:
+    directory = context(tmp_path, f"""
+FROM {IMAGE} AS base
+RUN echo from-stage > /stage.txt
+FROM {IMAGE}
+RUN --mount=type=cache,target=/cache,id=counter sh -c 'echo run >> /cache/n; wc -l < /cache/n > /seen'
+RUN --mount=type=bind,target=/ctx cat /ctx/input.txt > /from-ctx
+RUN --mount=type=bind,from=base,source=/stage.txt,target=/mnt/s.txt cat /mnt/s.txt > /from-stage
+RUN --mount=type=tmpfs,target=/scratch sh -c 'echo x > /scratch/y; ls /scratch > /tmpfs-seen'
+RUN --mount=type=bind,target=/ctx,rw sh -c 'echo changed > /ctx/input.txt'
+""", {"input.txt": "context data\n"})  # fmt: skip
+    build(engine, directory, "-t", "mounted:1")
+    script = "cat /seen /from-ctx /from-stage /tmpfs-seen; ls -d /cache /ctx /scratch /mnt 2>/dev/null; true"
+    out = engine("run", "--rm", "mounted:1", "sh", "-c", script).stdout
+    assert out.splitlines() == ["1", "context data", "from-stage", "y"]  # no mount point is left behind
+    assert (directory / "input.txt").read_text() == "context data\n"  # an rw bind's writes are thrown away
+    build(engine, directory, "--no-cache", "-t", "mounted:2")
+    assert engine("run", "--rm", "mounted:2", "cat", "/seen").stdout == "2\n"  # the cache mount persists

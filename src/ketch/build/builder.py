@@ -291,8 +291,8 @@ class Builder:
     # --- RUN --------------------------------------------------------------------------------------
 
     def _run(self, state: _State, ins: df.RunInstruction) -> _State:
-        if ins.mounts:
-            raise InvalidArgument(f"{self.options.filename}:{ins.line}: RUN --mount is not supported yet")
+        import contextlib
+
         if ins.heredocs and not ins.json_form:
             script = ins.args[0] if ins.args else ""
             argv = [*self._shell(state), _heredoc_script(script, ins.heredocs)]
@@ -300,38 +300,152 @@ class Builder:
             argv = list(ins.args)
         else:
             argv = [*self._shell(state), ins.args[0] if ins.args else ""]
-        visible = {
-            k: v
-            for k, v in state.args.items()
-            if k not in {e.partition("=")[0] for e in state.config.get("Env") or []}
-        }
-        for name in visible:
-            self.used_args.add(name)
+        env_names = {e.partition("=")[0] for e in state.config.get("Env") or []}
+        visible = {k: v for k, v in state.args.items() if k not in env_names}
+        self.used_args.update(visible)
         args_text = " ".join(f"{k}={v}" for k, v in sorted(visible.items()))
         created_by = (f"|{len(visible)} {args_text} " if visible else "") + " ".join(argv)
         network = ins.network if ins.network != "default" else self.options.network
-        key = _key(state.image.id, "RUN", created_by, network)
-        cached = self._cached(key)
-        if cached is not None:
-            self.out(" ---> Using cache\n")
-            return _State(cached, self._config(cached), state.args, state.cmd_set)
-        env = tuple(f"{k}={v}" for k, v in sorted(visible.items()))
-        record = self._container(state, argv, env, "bridge" if network in ("default", "bridge") else network)
-        try:
-            self.out(f" ---> Running in {record.short_id}\n")
-            code = self._attach(record)
-            if code != 0:
-                raise CommandFailed(f"The command '{' '.join(argv)}' returned a non-zero code: {code}")
-            image_id = self._commit(record, state, created_by)
-        finally:
-            self._remove(record)
-            self.out(f"Removing intermediate container {record.short_id}\n")
+        specs = [df.parse_mount(m, self._env(state), self.escape) for m in ins.mounts]
+        with contextlib.ExitStack() as stack:
+            mounts, digest = self._run_mounts(specs, stack)
+            key = _key(state.image.id, "RUN", created_by, network, _json(specs), digest)
+            cached = self._cached(key)
+            if cached is not None:
+                self.out(" ---> Using cache\n")
+                return _State(cached, self._config(cached), state.args, state.cmd_set)
+            env = tuple(f"{k}={v}" for k, v in sorted(visible.items()))
+            net = "bridge" if network in ("default", "bridge") else network
+            record = self._container(state, argv, env, net, mounts)
+            try:
+                stubs = self._stubs(record, [m.target for m in mounts])
+                self.out(f" ---> Running in {record.short_id}\n")
+                code = self._attach(record)
+                if code != 0:
+                    raise CommandFailed(
+                        f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code
+                    )
+                if stubs:
+                    from ketch.engine.filesystem import remove_empty
+
+                    remove_empty(self.ctx, record, stubs)  # mount points are not part of the result
+                image_id = self._commit(record, state, created_by)
+            finally:
+                self._remove(record)
+                self.out(f"Removing intermediate container {record.short_id}\n")
         self._remember(key, image_id)
         image = self.service.get(image_id)
         return _State(image, self._config(image), state.args, state.cmd_set)
 
+    def _stubs(self, record: ContainerRecord, targets: list[str]) -> list[str]:
+        """The directories the runtime will create for these mount targets (missing in the image)."""
+        if not targets:
+            return []
+        from ketch.engine import filesystem
+
+        wanted = sorted({p for t in targets for p in _parents(t)})
+        with filesystem.rootfs(self.ctx, record) as rootfs:
+            there = filesystem.kinds(rootfs, wanted)
+        return [p for p in wanted if not there.get(p)]
+
+    def _run_mounts(self, specs: list[dict[str, str]], stack: Any) -> tuple[tuple[Any, ...], str]:
+        """RUN --mount: bind (from the context, or a stage's or image's rootfs; a writable one gets a
+        throwaway copy, as BuildKit discards its writes), cache (a directory kept under the root,
+        by id) and tmpfs; the engine's Mount records, and a digest of the bound context sources."""
+        import tempfile
+
+        from ketch.build.context import Root, content_hash
+        from ketch.engine.options import Mount
+
+        mounts: list[Any] = []
+        digests: list[str] = []
+        for spec in specs:
+            kind, target = spec["type"], spec.get("target", "")
+            readonly = spec.get("readonly") == "true"
+            if kind == "tmpfs":
+                size = (f"size={spec['size']}",) if spec.get("size") else ()
+                mounts.append(Mount("tmpfs", "", target, options=size))
+                continue
+            if kind == "cache":
+                mounts.append(Mount("bind", self._cache_mount(spec, stack), target, readonly))
+                continue
+            if kind != "bind":
+                raise InvalidArgument(f"RUN --mount=type={kind} is not supported")
+            if spec.get("from"):
+                source = Root(self._mount_root(spec["from"], stack))
+            elif self.root is not None:
+                source = self.root
+            else:
+                raise InvalidArgument("RUN --mount=type=bind needs a build context or from=")
+            real = source.resolve(spec.get("source", "."))
+            if not spec.get("from"):
+                found = source.sources(spec.get("source", "."))
+                digests.append(content_hash(found))
+            if not readonly:
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(dir=self.service.root))
+                copy = os.path.join(scratch, "rw")
+                _copy_any(real, copy)
+                real = copy
+            mounts.append(Mount("bind", real, target, readonly))
+        return tuple(mounts), _key(*digests)
+
+    def _cache_mount(self, spec: dict[str, str], stack: Any) -> str:
+        """A cache mount's directory: kept under <root>/build/mounts by id (the target by
+        default), made with its mode/uid/gid; sharing=locked holds it for the RUN, private takes a
+        fresh one while another build holds it."""
+        import fcntl
+        import hashlib
+        import tempfile
+
+        from ketch.files import FileLock
+
+        ident = spec.get("id") or spec["target"]
+        base = os.path.join(self.ctx.root, "build", "mounts")
+        directory = os.path.join(base, hashlib.sha256(ident.encode()).hexdigest()[:32])
+        if not os.path.isdir(directory):
+            os.makedirs(base, exist_ok=True)
+            tmp = f"{directory}.{os.getpid()}"
+            os.makedirs(tmp, exist_ok=True)
+            os.chmod(tmp, int(spec.get("mode", "755"), 8))
+            os.chown(tmp, int(spec.get("uid", "0")), int(spec.get("gid", "0")))
+            try:
+                os.rename(tmp, directory)
+            except OSError:
+                os.rmdir(tmp)  # another build made it first
+        sharing = spec.get("sharing", "shared")
+        if sharing == "locked":
+            stack.enter_context(FileLock(f"{directory}.lock"))
+        elif sharing == "private":
+            fd = os.open(f"{directory}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            stack.callback(os.close, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return str(stack.enter_context(tempfile.TemporaryDirectory(dir=base)))
+        return directory
+
+    def _mount_root(self, name: str, stack: Any) -> str:
+        """A stage's or image's rootfs mounted on a directory of its own, for a RUN bind mount."""
+        import tempfile
+
+        from ketch.linux import syscalls
+
+        image = self._stage_or_image(name)
+        holder = self._container(_State(image, self._config(image), {}), ["true"], (), "none")
+        stack.callback(self._remove, holder)
+        target = str(stack.enter_context(tempfile.TemporaryDirectory(dir=self.service.root)))
+        self.service.snapshots.mount(holder.id, target)
+        stack.callback(syscalls.umount, target, syscalls.MNT_DETACH)
+        return target
+
+    def _stage_or_image(self, name: str) -> ImageRecord:
+        for index, built in self.stage_images.items():
+            if name.lower() in (self.parsed.stages[index].name, str(index)):
+                return built
+        return self._base(name)
+
     def _container(
-        self, state: _State, argv: list[str], env: tuple[str, ...], network: str
+        self, state: _State, argv: list[str], env: tuple[str, ...], network: str, mounts: tuple[Any, ...] = ()
     ) -> ContainerRecord:
         from ketch.engine.create import create
         from ketch.engine.options import RunOptions
@@ -339,7 +453,7 @@ class Builder:
         options = RunOptions(
             image=state.image.id, command=tuple(argv), entrypoint=(), env=env, network=network,
             user=state.config.get("User") or "", workdir=state.config.get("WorkingDir") or "",
-            no_healthcheck=True, pull="never", name=f"ketch-build-{os.urandom(6).hex()}",
+            no_healthcheck=True, pull="never", name=f"ketch-build-{os.urandom(6).hex()}", mounts=mounts,
         )  # fmt: skip
         return create(self.ctx, options, state.image, state.config)
 
@@ -457,13 +571,7 @@ class Builder:
             if self.root is None:
                 raise InvalidArgument(f"{self.options.filename}:{ins.line}: {ins.kind} needs a build context")
             return self.root
-        name = df.expand(ins.copy_from, env, self.escape)
-        image = None
-        for index, built in self.stage_images.items():
-            if name.lower() in (self.parsed.stages[index].name, str(index)):
-                image = built
-        if image is None:
-            image = self._base(name)
+        image = self._stage_or_image(df.expand(ins.copy_from, env, self.escape))
         holder = self._container(_State(image, self._config(image), {}), ["true"], (), "none")
         stack.callback(self._remove, holder)
         return Root(stack.enter_context(filesystem.rootfs(self.ctx, holder)))
@@ -654,6 +762,12 @@ def _parents(path: str) -> list[str]:
     """`/a/b/c` -> ["/a", "/a/b", "/a/b/c"]."""
     parts = [p for p in os.path.normpath(path).split("/") if p]
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _copy_any(src: str, dst: str) -> None:
+    import subprocess
+
+    subprocess.run(["cp", "-a", "--", src, dst], check=True, capture_output=True)
 
 
 def _content_digest(picked: list[tuple[Source, bool]], extra: Any) -> str:

@@ -24,7 +24,7 @@ import threading
 from contextlib import contextmanager
 from typing import NamedTuple, cast
 
-from ketch.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound, Unsupported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -218,6 +218,22 @@ def kinds(root_path: str, paths: list[str]) -> dict[str, str]:
     finally:
         os.close(root)
     return out
+
+
+def remove_empty(ctx: Context, record: ContainerRecord, paths: list[str]) -> None:
+    """Remove these container paths where they are empty directories or empty files, deepest
+    first (a build's mount points, which did not exist in the image)."""
+    with _root(ctx, record) as root:
+        for path in sorted(paths, key=lambda p: p.count("/"), reverse=True):
+            try:
+                with resolve(root, path, False) as entry:
+                    st = entry.stat()
+                    if st is not None and stat.S_ISDIR(st.st_mode):
+                        os.rmdir(entry.name, dir_fd=entry.parent)
+                    elif st is not None and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                        os.unlink(entry.name, dir_fd=entry.parent)
+            except (OSError, KetchError):
+                continue
 
 
 def _parts(path: str) -> list[str]:
