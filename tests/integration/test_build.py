@@ -214,3 +214,22 @@ RUN --mount=type=bind,target=/ctx,rw sh -c 'echo changed > /ctx/input.txt'
     assert (directory / "input.txt").read_text() == "context data\n"  # an rw bind's writes are thrown away
     build(engine, directory, "--no-cache", "-t", "mounted:2")
     assert engine("run", "--rm", "mounted:2", "cat", "/seen").stdout == "2\n"  # the cache mount persists
+
+
+def test_copy_parents_exclude_link_and_heredoc_files(engine: Engine, tmp_path: Path) -> None:
+    dockerfile = "\n".join([
+        f"FROM {IMAGE}",
+        "COPY --parents src/a/one.txt src/b/two.txt /p/",
+        "COPY --exclude=*.md --exclude=skip docs /d/",
+        "COPY --link src/a/one.txt /linked.txt",
+        "COPY <<EOF /etc/made.conf",
+        "key=value",
+        "EOF",
+        "",
+    ])  # fmt: skip
+    files = {"src/a/one.txt": "1\n", "src/b/two.txt": "2\n", "docs/keep.txt": "k", "docs/drop.md": "d",
+             "docs/skip/x": "x"}  # fmt: skip
+    build(engine, context(tmp_path, dockerfile, files), "-t", "copies:1")
+    script = "find /p /d -type f | sort; cat /linked.txt /etc/made.conf"
+    out = engine("run", "--rm", "copies:1", "sh", "-c", script).stdout
+    assert out.splitlines() == ["/d/keep.txt", "/p/src/a/one.txt", "/p/src/b/two.txt", "1", "key=value"]

@@ -547,6 +547,10 @@ class Builder:
               scratch: str) -> tuple[list[tuple[Source, bool]], bool]:  # fmt: skip
         """Every source file with whether ADD unpacks it (a local archive); and whether the one
         source is a directory (whose contents then go into the destination directory)."""
+        from ketch.build.context import Source
+        from ketch.build.ignore import IgnoreRules
+
+        excluded = IgnoreRules(ins.excludes) if ins.excludes else None
         picked: list[tuple[Source, bool]] = []
         directory = False
         for pattern in sources:
@@ -554,12 +558,16 @@ class Builder:
                 picked.append((self._download(pattern, scratch), False))
                 continue
             found = root.sources(pattern)
-            if not any(c in pattern for c in "*?["):
+            if excluded is not None:  # --exclude: .dockerignore patterns on paths in the copied source
+                found = [f for f in found if not excluded.excluded(f.name)]
+            if ins.parents:  # --parents: each file keeps its path from the source root
+                found = [Source(f.path, root.relative(f.path), f.st) for f in found]
+            elif not any(c in pattern for c in "*?["):
                 directory = directory or os.path.isdir(root.resolve(pattern))
             picked += [
                 (src, ins.kind == "ADD" and ins.unpack is not False and _is_archive(src)) for src in found
             ]
-        return picked, directory
+        return picked, directory or ins.parents
 
     def _source_root(self, ins: df.CopyInstruction, env: dict[str, str], stack: Any) -> Root:
         """The context, or with --from a stage's or an image's rootfs (a private mount of a
@@ -796,15 +804,30 @@ def _write_tar(spool: BinaryIO, picked: list[tuple[Source, bool]], heredocs: lis
             info.uid, info.gid = (uid, gid) if chowned else (0, 0)
             tar.addfile(info)
         base = target.lstrip("/")
+        made = {p.lstrip("/") for p in missing}
         for src, unpack in picked:
             if unpack:
                 _add_archive(tar, src, base, owner if chowned else None)
                 continue
             name = f"{base}/{src.name}" if into_dir else base
+            for parent in _parents(os.path.dirname(name))[len(_parents(base)) :]:
+                if parent.lstrip("/") not in made:  # --parents: the directories above a file
+                    made.add(parent.lstrip("/"))
+                    info = tarfile.TarInfo(parent.lstrip("/"))
+                    info.type, info.mode, info.mtime, info.uid, info.gid = (
+                        tarfile.DIRTYPE,
+                        0o755,
+                        now,
+                        uid,
+                        gid,
+                    )
+                    tar.addfile(info)
             info = tar.gettarinfo(src.path, arcname=name)
             info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
             if mode is not None and not stat.S_ISLNK(src.st.st_mode):
                 info.mode = mode
+            if info.isdir():
+                made.add(name)
             if info.isreg():
                 with open(src.path, "rb") as f:
                     tar.addfile(info, f)
@@ -813,14 +836,13 @@ def _write_tar(spool: BinaryIO, picked: list[tuple[Source, bool]], heredocs: lis
         for name, text in heredocs:
             data = text.encode()
             info = tarfile.TarInfo(f"{base}/{name}" if into_dir else base)
-            info.size, info.mode, info.uid, info.gid = (
+            info.size, info.mode, info.uid, info.gid, info.mtime = (
                 len(data),
-                mode if mode is not None else 0o644,
+                0o644 if mode is None else mode,
                 uid,
                 gid,
+                now,
             )
-            import io
-
             tar.addfile(info, io.BytesIO(data))
 
 
