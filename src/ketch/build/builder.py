@@ -273,14 +273,14 @@ class Builder:
         return list(state.config.get("Shell") or df.DEFAULT_SHELL)
 
     def _meta_step(self, state: _State, change: str, apply: Callable[[dict[str, Any]], None]) -> ImageRecord:
-        from ketch.engine.filesystem import Step, register
-
         created_by = SHELL_PREFIX + change
         key = _key(state.image.id, created_by)
         cached = self._cached(key)
         if cached is not None:
             self.out(" ---> Using cache\n")
             return cached
+        from ketch.engine.filesystem import Step, register
+
         config = dict(state.config)
         apply(config)
         parent = self.service.config_json(state.image)
@@ -354,6 +354,8 @@ class Builder:
         by id) and tmpfs; the engine's Mount records, and a digest of the bound context sources."""
         import tempfile
 
+        if not specs:
+            return (), _key()
         from ketch.build.context import Root, content_hash
         from ketch.engine.options import Mount
 
@@ -496,7 +498,6 @@ class Builder:
 
     def _copy(self, state: _State, ins: df.CopyInstruction, env: dict[str, str]) -> _State:
         import contextlib
-        import tempfile
 
         esc = self.escape
         dest = df.expand(ins.dest, env, esc)
@@ -514,29 +515,35 @@ class Builder:
         into_dir = (
             many or dest.endswith("/") or dest in (".", "") or any(c in s for s in sources for c in "*?[")
         )
+        heredocs = [(h.name, df.expand(h.body, env, esc) if h.expand else h.body) for h in ins.inline]
+        shown = " ".join(sources + [h[0] for h in heredocs])
+        created_by = (
+            f"{SHELL_PREFIX}{ins.kind} " + (f"--chown={chown} " if chown else "") + f"{shown} in {target} "
+        )
+        settings = [ins.kind, target, into_dir, chown, chmod, heredocs, ins.parents, list(ins.excludes)]
         with contextlib.ExitStack() as stack:
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(dir=self.service.root))
-            root = self._source_root(ins, env, stack)
-            picked, into_dir_source = self._pick(root, ins, sources, scratch)
-            into_dir = into_dir or into_dir_source
-            heredocs = [(h.name, df.expand(h.body, env, esc) if h.expand else h.body) for h in ins.inline]
-            digest = _content_digest(picked, [ins.kind, target, into_dir, chown, chmod, heredocs])
-            shown = " ".join(sources + [h[0] for h in heredocs])
-            created_by = (
-                f"{SHELL_PREFIX}{ins.kind} "
-                + (f"--chown={chown} " if chown else "")
-                + f"{shown} in {target} "
-            )
+            scratch = _Scratch(stack, self.service.root)
+            if ins.copy_from:
+                # a stage's or image's files are known by its ID: no need to read them to look up the cache
+                source = self._stage_or_image(df.expand(ins.copy_from, env, esc))
+                digest = _key(source.id, _json([sources, settings]))
+                picked: list[tuple[Source, bool]] | None = None
+            else:
+                root = self._source_root(ins, env, stack)
+                picked, into_dir_source = self._pick(root, ins, sources, scratch)
+                digest = _content_digest(picked, [*settings, into_dir or into_dir_source])
             key = _key(state.image.id, created_by, digest)
             cached = self._cached(key)
             if cached is not None:
                 self.out(" ---> Using cache\n")
                 return _State(cached, self._config(cached), state.args, state.cmd_set)
+            if picked is None:
+                root = self._source_root(ins, env, stack)
+                picked, into_dir_source = self._pick(root, ins, sources, scratch)
             record = self._container(state, ["true"], (), "none")
             try:
-                image_id = self._put(
-                    record, state, picked, heredocs, target, into_dir, chown, chmod, created_by
-                )
+                image_id = self._put(record, state, picked, heredocs, target, into_dir or into_dir_source, chown,
+                                     chmod, created_by)  # fmt: skip
             finally:
                 self._remove(record)
         self._remember(key, image_id)
@@ -544,7 +551,7 @@ class Builder:
         return _State(image, self._config(image), state.args, state.cmd_set)
 
     def _pick(self, root: Root, ins: df.CopyInstruction, sources: list[str],
-              scratch: str) -> tuple[list[tuple[Source, bool]], bool]:  # fmt: skip
+              scratch: _Scratch) -> tuple[list[tuple[Source, bool]], bool]:  # fmt: skip
         """Every source file with whether ADD unpacks it (a local archive); and whether the one
         source is a directory (whose contents then go into the destination directory)."""
         from ketch.build.context import Source
@@ -555,7 +562,7 @@ class Builder:
         directory = False
         for pattern in sources:
             if ins.kind == "ADD" and pattern.startswith(("http://", "https://")):
-                picked.append((self._download(pattern, scratch), False))
+                picked.append((self._download(pattern, scratch.path()), False))
                 continue
             found = root.sources(pattern)
             if excluded is not None:  # --exclude: .dockerignore patterns on paths in the copied source
@@ -673,6 +680,20 @@ def prune_cache(ctx: Context) -> tuple[int, list[str]]:
     if removed:
         engine_images.collect_garbage(service)
     return len(entries), removed
+
+
+class _Scratch:
+    """A temporary directory made on first use and removed with the build step."""
+
+    def __init__(self, stack: Any, parent: str) -> None:
+        self.stack, self.parent, self._path = stack, parent, ""
+
+    def path(self) -> str:
+        if not self._path:
+            import tempfile
+
+            self._path = str(self.stack.enter_context(tempfile.TemporaryDirectory(dir=self.parent)))
+        return self._path
 
 
 # --- helpers ------------------------------------------------------------------------------------------

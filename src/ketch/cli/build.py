@@ -12,6 +12,8 @@ from ketch.errors import InvalidArgument, Unsupported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.build.builder import BuildOptions
 
 
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
          Flag("progress", value=True), Flag("network", value=True), Flag("platform", value=True),
          Flag("rm"), Flag("force-rm"))  # fmt: skip
 def build(g: Parsed, cmd: Parsed) -> int:
-    import tempfile
-
     from ketch.build.builder import Builder
     from ketch.cli.containers import context
 
@@ -33,11 +33,11 @@ def build(g: Parsed, cmd: Parsed) -> int:
     if progress not in ("auto", "plain", "tty", "quiet"):
         raise InvalidArgument(f"invalid progress mode {progress!r}: auto, plain, tty or quiet")
     quiet = cmd.boolean("quiet") or progress == "quiet"
-    with tempfile.TemporaryDirectory(prefix="ketch-build-") as scratch:
-        options = _options(cmd, scratch, quiet)
-        ctx = context(g)
-        writer = _Writer(quiet)
-        image_id = Builder(ctx, options, writer).build()
+    import contextlib
+
+    with contextlib.ExitStack() as stack:  # a temporary directory only for a tarball on stdin
+        options = _options(cmd, stack, quiet)
+        image_id = Builder(context(g), options, _Writer(quiet)).build()
     short = image_id.removeprefix("sha256:")[:12]
     if quiet:
         out(image_id)
@@ -72,7 +72,7 @@ def _check_platform(platform: str) -> None:
         raise Unsupported(f"cannot build for {platform} on a linux/{machine} host (no emulation)")
 
 
-def _options(cmd: Parsed, scratch: str, quiet: bool) -> BuildOptions:
+def _options(cmd: Parsed, stack: Any, quiet: bool) -> BuildOptions:
     """The context directory and the Dockerfile's text, from PATH, `-` (a tar or a Dockerfile on stdin)."""
     from ketch.build.builder import BuildOptions
     from ketch.engine.options import parse_labels
@@ -83,7 +83,11 @@ def _options(cmd: Parsed, scratch: str, quiet: bool) -> BuildOptions:
     if where == "-":
         data = sys.stdin.buffer.read()
         if _is_tar(data):
-            directory = _unpack_context(data, scratch)
+            import tempfile
+
+            directory = _unpack_context(
+                data, stack.enter_context(tempfile.TemporaryDirectory(prefix="ketch-build-"))
+            )
             text = _read(os.path.join(directory, file or "Dockerfile"), file or "Dockerfile")
         else:
             directory, text = "", data.decode()
