@@ -233,3 +233,19 @@ def test_copy_parents_exclude_link_and_heredoc_files(engine: Engine, tmp_path: P
     script = "find /p /d -type f | sort; cat /linked.txt /etc/made.conf"
     out = engine("run", "--rm", "copies:1", "sh", "-c", script).stdout
     assert out.splitlines() == ["/d/keep.txt", "/p/src/a/one.txt", "/p/src/b/two.txt", "1", "key=value"]
+
+
+def test_progress_tty_draws_steps_and_keeps_a_failed_steps_output(engine: Engine, tmp_path: Path) -> None:
+    good = context(tmp_path, f"FROM {IMAGE}\nRUN echo one\nRUN echo two\n")
+    out = build(engine, good, "--progress", "tty", "--no-cache")
+    assert "[+] Building" in out and "\x1b[J" in out
+    assert " => [2/3] RUN echo one" in out and " => => one" in out
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "Dockerfile").write_text(
+        f"FROM {IMAGE}\nRUN for i in 1 2 3 4 5 6 7 8; do echo line$i; done; exit 4\n"
+    )
+    proc = engine("build", "--progress", "tty", str(tmp_path / "bad"), check=False)
+    assert proc.returncode == 1 and "non-zero code: 4" in proc.stderr
+    assert proc.stdout.rstrip().endswith(
+        "\n".join(f"line{i}" for i in range(1, 9))
+    )  # all of it, not the tail

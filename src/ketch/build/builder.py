@@ -47,6 +47,34 @@ class BuildOptions(Record):
     quiet: bool = False
 
 
+class Progress:
+    """What a build tells as it goes; this one writes Docker's classic builder output to `write`."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+
+    def step(self, number: int, total: int, text: str) -> None:
+        self.write(f"Step {number}/{total} : {text}\n")
+
+    def cached(self) -> None:
+        self.write(" ---> Using cache\n")
+
+    def running(self, container: str) -> None:
+        self.write(f" ---> Running in {container}\n")
+
+    def output(self, text: str) -> None:
+        self.write(text)
+
+    def removed(self, container: str) -> None:
+        self.write(f"Removing intermediate container {container}\n")
+
+    def result(self, image_id: str) -> None:
+        self.write(f" ---> {_short(image_id)}\n")
+
+    def warning(self, text: str) -> None:
+        self.write(f"[Warning] {text}\n")
+
+
 class _State:
     """Where a stage stands: its current image and the config the next step starts from."""
 
@@ -60,8 +88,8 @@ class _State:
 
 
 class Builder:
-    def __init__(self, ctx: Context, options: BuildOptions, out: Callable[[str], None]) -> None:
-        self.ctx, self.options, self.out = ctx, options, out
+    def __init__(self, ctx: Context, options: BuildOptions, progress: Progress) -> None:
+        self.ctx, self.options, self.progress = ctx, options, progress
         self.service = ctx.images()
         self.parsed = df.parse(options.dockerfile, options.filename)
         self.escape = self.parsed.escape
@@ -95,7 +123,7 @@ class Builder:
             self.service.images.tag(image.id, _full_name(tag))
         unused = sorted(set(self.options.build_args) - self.used_args - set(meta) - df.PROXY_ARGS)
         if unused:
-            self.out(f"[Warning] One or more build-args {unused} were not consumed\n")
+            self.progress.warning(f"One or more build-args {unused} were not consumed")
         return image.id
 
     def _stage(self, stage: df.Stage, meta: dict[str, str]) -> ImageRecord:
@@ -103,7 +131,7 @@ class Builder:
         self._announce(f"FROM {base}" + (f" AS {stage.name}" if stage.name else ""))
         image = self._base(base)
         state = _State(image, self._config(image), {})
-        self.out(f" ---> {_short(image.id)}\n")
+        self.progress.result(image.id)
         for trigger in state.config.get("OnBuild") or []:
             instruction = df.parse(f"FROM scratch\n{trigger}").stages[0].instructions[0]
             state = self._run_step(state, instruction, meta)
@@ -111,12 +139,12 @@ class Builder:
         for instruction in stage.instructions:
             self._announce(instruction.original)
             state = self._run_step(state, instruction, meta)
-            self.out(f" ---> {_short(state.image.id)}\n")
+            self.progress.result(state.image.id)
         return state.image
 
     def _announce(self, text: str) -> None:
         self.step += 1
-        self.out(f"Step {self.step}/{self.steps} : {text}\n")
+        self.progress.step(self.step, self.steps, text)
 
     def _base(self, base: str) -> ImageRecord:
         """FROM: an earlier stage, `scratch`, or an image (pulled when missing, or with --pull)."""
@@ -277,7 +305,7 @@ class Builder:
         key = _key(state.image.id, created_by)
         cached = self._cached(key)
         if cached is not None:
-            self.out(" ---> Using cache\n")
+            self.progress.cached()
             return cached
         from ketch.engine.filesystem import Step, register
 
@@ -312,14 +340,14 @@ class Builder:
             key = _key(state.image.id, "RUN", created_by, network, _json(specs), digest)
             cached = self._cached(key)
             if cached is not None:
-                self.out(" ---> Using cache\n")
+                self.progress.cached()
                 return _State(cached, self._config(cached), state.args, state.cmd_set)
             env = tuple(f"{k}={v}" for k, v in sorted(visible.items()))
             net = "bridge" if network in ("default", "bridge") else network
             record = self._container(state, argv, env, net, mounts)
             try:
                 stubs = self._stubs(record, [m.target for m in mounts])
-                self.out(f" ---> Running in {record.short_id}\n")
+                self.progress.running(record.short_id)
                 code = self._attach(record)
                 if code != 0:
                     raise CommandFailed(
@@ -332,7 +360,7 @@ class Builder:
                 image_id = self._commit(record, state, created_by)
             finally:
                 self._remove(record)
-                self.out(f"Removing intermediate container {record.short_id}\n")
+                self.progress.removed(record.short_id)
         self._remember(key, image_id)
         image = self.service.get(image_id)
         return _State(image, self._config(image), state.args, state.cmd_set)
@@ -469,7 +497,7 @@ class Builder:
             while True:
                 for kind, payload in frames:
                     if kind in (stream.STDOUT, stream.STDERR):
-                        self.out(payload.decode(errors="replace"))
+                        self.progress.output(payload.decode(errors="replace"))
                     elif kind == stream.EXIT:
                         return int(payload or b"0")
                     elif kind == stream.ERROR:
@@ -535,7 +563,7 @@ class Builder:
             key = _key(state.image.id, created_by, digest)
             cached = self._cached(key)
             if cached is not None:
-                self.out(" ---> Using cache\n")
+                self.progress.cached()
                 return _State(cached, self._config(cached), state.args, state.cmd_set)
             if picked is None:
                 root = self._source_root(ins, env, stack)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ketch.build.builder import Progress
 from ketch.cli import common
 from ketch.cli.args import Flag, Parsed
 from ketch.cli.common import command, out
@@ -35,9 +36,15 @@ def build(g: Parsed, cmd: Parsed) -> int:
     quiet = cmd.boolean("quiet") or progress == "quiet"
     import contextlib
 
+    live = progress == "tty" or (progress == "auto" and not quiet and sys.stdout.isatty())
+    view = _LiveView() if live and not quiet else _classic(quiet)
     with contextlib.ExitStack() as stack:  # a temporary directory only for a tarball on stdin
         options = _options(cmd, stack, quiet)
-        image_id = Builder(context(g), options, _Writer(quiet)).build()
+        try:
+            image_id = Builder(context(g), options, view).build()
+        finally:
+            if isinstance(view, _LiveView):
+                view.close()
     short = image_id.removeprefix("sha256:")[:12]
     if quiet:
         out(image_id)
@@ -52,16 +59,91 @@ def build(g: Parsed, cmd: Parsed) -> int:
     return 0
 
 
-class _Writer:
-    """Step output to stdout as it comes (nothing with -q)."""
+def _classic(quiet: bool) -> Progress:
+    """Docker's classic builder output on stdout as it comes (nothing with -q)."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def __call__(self, text: str) -> None:
-        if not self.quiet:
+    def write(text: str) -> None:
+        if not quiet:
             sys.stdout.write(text)
             sys.stdout.flush()
+
+    return Progress(write)
+
+
+class _LiveView(Progress):
+    """--progress tty: one line per step, redrawn in place, with a timer and the last lines of
+    the running step's output; a failed step's whole output stays on screen."""
+
+    TAIL = 6
+
+    def __init__(self) -> None:
+        import time
+
+        super().__init__(lambda text: None)  # every event is drawn by the methods below
+        self.clock = time.monotonic
+        self.start = self.clock()
+        self.steps: list[list[Any]] = []  # [text, started, ended or None, "cached"|""]
+        self.total = 0
+        self.lines: list[str] = []  # the running step's output
+        self.drawn = 0
+
+    def step(self, number: int, total: int, text: str) -> None:
+        self._finish()
+        self.total = total
+        self.steps.append([f"[{number}/{total}] {text}", self.clock(), None, ""])
+        self.lines = []
+        self._draw()
+
+    def cached(self) -> None:
+        if self.steps:
+            self.steps[-1][3] = "CACHED "
+        self._draw()
+
+    def running(self, container: str) -> None:
+        self._draw()
+
+    def output(self, text: str) -> None:
+        self.lines += text.splitlines()
+        self._draw()
+
+    def removed(self, container: str) -> None:
+        pass
+
+    def result(self, image_id: str) -> None:
+        self._finish()
+        self._draw()
+
+    def warning(self, text: str) -> None:
+        self.lines.append(f"WARNING: {text}")
+        self._draw()
+
+    def close(self) -> None:
+        """Leave the view; a step that did not finish keeps its whole output on screen."""
+        if self.steps and self.steps[-1][2] is None and self.lines:
+            sys.stdout.write("\n".join(self.lines) + "\n")
+        sys.stdout.flush()
+
+    def _finish(self) -> None:
+        if self.steps and self.steps[-1][2] is None:
+            self.steps[-1][2] = self.clock()
+            self.lines = []
+
+    def _draw(self) -> None:
+        import shutil
+
+        width = shutil.get_terminal_size((100, 24)).columns
+        done = sum(1 for s in self.steps if s[2] is not None)
+        rows = [f"[+] Building {self.clock() - self.start:.1f}s ({done}/{self.total})"]
+        for text, started, ended, cached in self.steps:
+            took = f"{(ended or self.clock()) - started:.1f}s"
+            label = f" => {cached}{text}"
+            rows.append(label[: width - len(took) - 2].ljust(width - len(took) - 1) + took)
+        if self.steps and self.steps[-1][2] is None:
+            rows += [f" => => {line}"[: width - 1] for line in self.lines[-self.TAIL :]]
+        up = f"\x1b[{self.drawn}A" if self.drawn else ""
+        sys.stdout.write(up + "\x1b[J" + "\n".join(rows) + "\n")
+        sys.stdout.flush()
+        self.drawn = len(rows)
 
 
 def _check_platform(platform: str) -> None:
