@@ -321,3 +321,23 @@ def test_init_reaps_and_forwards_signals(engine: Engine) -> None:
     assert time.monotonic() - start < 4
     assert engine.inspect("inited")["State"]["ExitCode"] == 143
     engine("rm", "inited")
+
+
+def test_detach_keys_leave_the_container_running(engine: Engine) -> None:
+    for name, keys, typed in (("detach1", None, b"\x10\x11"), ("detach2", "ctrl-a,x", b"\x01x")):
+        master, slave = pty.openpty()
+        flags = ["--detach-keys", keys] if keys else []
+        proc = subprocess.Popen([KETCH, "run", "-it", *flags, "--name", name, IMAGE, "sh", "-c",
+                                 "echo ready; sleep 1000"], stdin=slave, stdout=slave, stderr=slave, env=engine.env)  # fmt: skip
+        os.close(slave)
+        try:
+            assert b"ready" in _read_until(master, b"ready")
+            os.write(
+                master, b"\x10" + typed
+            )  # a lone ctrl-p first: not the sequence, it goes on to the container
+            assert proc.wait(20) == 0
+        finally:
+            proc.kill()
+            os.close(master)
+        assert engine.inspect(name)["State"]["Running"] is True
+        engine("rm", "-f", name)

@@ -6,19 +6,41 @@ import os
 import select
 
 from ketch.engine import stream
-from ketch.errors import SetupFailed
+from ketch.errors import InvalidArgument, SetupFailed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+_CTRL = "@abcdefghijklmnopqrstuvwxyz[\\]^_"  # ctrl-<c> is the byte of <c>'s place here
+
+
+def detach_keys(text: str) -> bytes:
+    """Docker's --detach-keys: comma-separated single characters or ctrl-<a-z @ [ \\ ] ^ _>;
+    "" turns detaching off."""
+    out = bytearray()
+    for key in text.split(",") if text else []:
+        if key.startswith("ctrl-") and len(key) == 6 and key[5] in _CTRL:
+            out.append(_CTRL.index(key[5]))
+        elif len(key) == 1:
+            out += key.encode()
+        else:
+            raise InvalidArgument(f"Unknown character: '{key}'")
+    return bytes(out)
+
+
 class Session:
-    def __init__(self, started: Any, stdin: bool, tty: bool) -> None:
+    def __init__(self, started: Any, stdin: bool, tty: bool, keys: str = DEFAULT_DETACH_KEYS) -> None:
         self.sock = started.sock
         self.reader: stream.Reader = started.reader
         self.stdin, self.tty = stdin, tty
         self.saved_tty: Any = None
+        self.keys = detach_keys(keys) if tty else b""  # the escape sequence, on a terminal only
+        self.held = b""  # typed bytes that may be the start of it
+        self.detached = False
+        self.stdin_open = True
 
     def run(self) -> int:
         fd = self.sock.fileno()
@@ -37,8 +59,12 @@ class Session:
         watch = [fd, 0] if self.stdin else [fd]
         while True:
             ready, _, _ = select.select(watch, [], [])
-            if 0 in ready and not self._forward_stdin(fd):
-                watch.remove(0)
+            if 0 in ready:
+                self._forward_stdin(fd)
+                if self.detached:
+                    return 0  # the container goes on without us, as after Docker's ctrl-p ctrl-q
+                if not self.stdin_open:
+                    watch.remove(0)
             if fd not in ready:
                 continue
             data = os.read(fd, 65536)
@@ -62,13 +88,34 @@ class Session:
             raise start_error(payload)
         return None
 
-    def _forward_stdin(self, fd: int) -> bool:
+    def _forward_stdin(self, fd: int) -> None:
+        """Our stdin to the container, up to its end or the detach keys."""
         data = os.read(0, 65536)
         if not data:
             stream.send(fd, stream.CLOSE_STDIN)
-            return False
-        stream.send(fd, stream.STDIN, data)
-        return True
+            self.stdin_open = False
+            return
+        if self.keys:
+            data = self._escape(data)
+        if data:
+            stream.send(fd, stream.STDIN, data)
+
+    def _escape(self, data: bytes) -> bytes:
+        """Hold back bytes while they match the detach sequence (Docker's escape proxy); the
+        bytes to send on."""
+        out = bytearray()
+        for byte in data:
+            if byte != self.keys[len(self.held)]:
+                out += self.held  # not the sequence after all: what was held goes on
+                self.held = b""
+                if byte != self.keys[0]:
+                    out.append(byte)
+                    continue
+            self.held += bytes((byte,))
+            if self.held == self.keys:
+                self.detached = True
+                return bytes(out)
+        return bytes(out)
 
     def _raw_terminal(self) -> None:
         if not (self.tty and os.isatty(0)):

@@ -40,6 +40,7 @@ RUN_FLAGS = (
     Flag("mac-address", value=True), Flag("network-alias", value=True, multi=True),
     Flag("dns", value=True, multi=True), Flag("dns-search", value=True, multi=True),
     Flag("dns-option", value=True, multi=True), Flag("add-host", value=True, multi=True),
+    Flag("detach-keys", value=True),
 )  # fmt: skip
 
 
@@ -170,10 +171,10 @@ def run(g: Parsed, cmd: Parsed) -> int:
         started.sock.close()
         out(record.id)
         return 0
-    return _attach(started, options.interactive, options.tty)
+    return _attach(started, options.interactive, options.tty, cmd)
 
 
-@command(Flag("attach", short="a"), Flag("interactive", short="i"))
+@command(Flag("attach", short="a"), Flag("interactive", short="i"), Flag("detach-keys", value=True))
 def start(g: Parsed, cmd: Parsed) -> int:
     from ketch.engine import lifecycle
 
@@ -192,7 +193,7 @@ def start(g: Parsed, cmd: Parsed) -> int:
                 continue
             started = lifecycle.start(ctx, record, attach=attach)
             if attach:
-                return _attach(started, cmd.boolean("interactive"), bool(record.config.get("Tty")))
+                return _attach(started, cmd.boolean("interactive"), bool(record.config.get("Tty")), cmd)
             started.sock.close()
             out(text)
         except KetchError as exc:
@@ -201,11 +202,14 @@ def start(g: Parsed, cmd: Parsed) -> int:
     return status
 
 
-def _attach(started: Any, stdin: bool, tty: bool) -> int:
-    """Stream the container's output (and our stdin) until it exits; its exit code."""
-    from ketch.cli.attach import Session
+def _attach(started: Any, stdin: bool, tty: bool, cmd: Parsed | None = None) -> int:
+    """Stream the container's output (and our stdin) until it exits (its exit code), or until
+    the detach keys are typed (0)."""
+    from ketch.cli.attach import DEFAULT_DETACH_KEYS, Session
 
-    return Session(started, stdin, tty).run()
+    given = cmd.flags.get("detach-keys") if cmd is not None else None
+    keys = given if isinstance(given, str) else DEFAULT_DETACH_KEYS
+    return Session(started, stdin, tty, keys).run()
 
 
 # --- stop, kill, restart, rm, wait --------------------------------------------------------------------

@@ -203,7 +203,7 @@ def update(g: Parsed, cmd: Parsed) -> int:
 
 @command(Flag("no-stdin"), Flag("sig-proxy", value=True), Flag("detach-keys", value=True))
 def attach(g: Parsed, cmd: Parsed) -> int:
-    from ketch.cli.attach import Session
+    from ketch.cli.attach import DEFAULT_DETACH_KEYS, Session
     from ketch.cli.containers import context
     from ketch.engine import lifecycle
 
@@ -213,7 +213,9 @@ def attach(g: Parsed, cmd: Parsed) -> int:
     record = ctx.containers().find(cmd.args[0])
     started = lifecycle.attach(ctx, record)
     stdin = bool(record.config.get("OpenStdin")) and not cmd.boolean("no-stdin")
-    return Session(started, stdin, bool(record.config.get("Tty"))).run()
+    given = cmd.flags.get("detach-keys")
+    keys = given if isinstance(given, str) else DEFAULT_DETACH_KEYS
+    return Session(started, stdin, bool(record.config.get("Tty")), keys).run()
 
 
 def _prune_filters(filters: list[tuple[str, str]]) -> dict[str, list[str]]:
