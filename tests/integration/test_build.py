@@ -76,6 +76,7 @@ CMD ["/app/greeting"]
     assert not any(e.startswith("GREETING=") for e in c["Env"])  # type: ignore[union-attr]  # ARGs do not persist
     history = engine("history", "--no-trunc", "built:all").stdout
     assert "|1 GREETING=hey /bin/sh -c echo" in history
+    assert "<missing>" not in engine("history", "-q", "built:all").stdout  # every step's image is here
 
 
 def test_a_cached_rebuild_runs_nothing_and_a_change_rebuilds_from_there(

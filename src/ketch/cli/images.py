@@ -266,7 +266,9 @@ def history(g: Parsed, cmd: Parsed) -> int:
     no_trunc = cmd.boolean("no-trunc")
     rows = []
     for step in engine.history(service, image):
-        ident = step["id"] if no_trunc or step["id"] == "<missing>" else image.short_id
+        ident = (
+            step["id"] if no_trunc or step["id"] == "<missing>" else step["id"].removeprefix("sha256:")[:12]
+        )
         by = (
             step["created_by"] if no_trunc or len(step["created_by"]) <= 45 else step["created_by"][:44] + "…"
         )

@@ -463,6 +463,9 @@ def history(service: ImageService, image: ImageRecord) -> list[dict[str, Any]]:
             {"created": step.created, "created_by": step.created_by, "comment": step.comment, "size": size}
         )
     rows.reverse()
-    for i, row in enumerate(rows):
-        row["id"] = image.id if i == 0 else "<missing>"
+    known = {i.id: i for i in service.images.all()}
+    current: ImageRecord | None = image
+    for row in rows:  # each step's image while the chain of parents (a local build's) is there
+        row["id"] = current.id if current is not None else "<missing>"
+        current = known.get(current.parent) if current is not None and current.parent else None
     return rows
