@@ -19,18 +19,23 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 30) -> Non
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def start_docker(directory: Path, spawn: Spawn) -> str:
-    """containerd and dockerd with roots, sockets and no networking of their own under `directory`
-    (keep it short: socket paths are limited); the -H value that reaches dockerd."""
+def start_docker(directory: Path, spawn: Spawn, bridge_ip: str | None = None) -> str:
+    """containerd and dockerd with roots and sockets under `directory` (keep it short: socket paths
+    are limited); the -H value that reaches dockerd. dockerd has no networking of its own unless
+    `bridge_ip` ("172.31.250.1/24") is given: then docker0 with that address (--bip) and its
+    iptables rules, which it leaves behind when it stops (the caller removes them)."""
     directory.mkdir()
     containerd = directory / "c.sock"
     spawn("containerd", ["containerd", "--root", str(directory / "cr"), "--state", str(directory / "cs"),
                          "--address", str(containerd)])  # fmt: skip
     wait_for(containerd.exists, "containerd")
     sock = directory / "d.sock"
+    network = ["--iptables=false", "--ip6tables=false", "--bridge=none"]
+    if bridge_ip:
+        network = ["--bip", bridge_ip]
     spawn("dockerd", ["dockerd", "--data-root", str(directory / "data"), "--exec-root", str(directory / "x"),
                       "--pidfile", str(directory / "d.pid"), "-H", f"unix://{sock}", "--containerd", str(containerd),
-                      "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=overlay2"])  # fmt: skip
+                      "--storage-driver=overlay2", *network])  # fmt: skip
     host = f"unix://{sock}"
     wait_for(lambda: subprocess.run(["docker", "-H", host, "info"], capture_output=True).returncode == 0,
              "dockerd", 60)  # fmt: skip
