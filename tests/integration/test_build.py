@@ -250,3 +250,33 @@ def test_progress_tty_draws_steps_and_keeps_a_failed_steps_output(engine: Engine
     assert proc.stdout.rstrip().endswith(
         "\n".join(f"line{i}" for i in range(1, 9))
     )  # all of it, not the tail
+
+
+def test_add_downloads_a_url(engine: Engine, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "file.txt").write_text("downloaded\n")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kw: object) -> None:
+            super().__init__(*args, directory=str(served), **kw)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/file.txt"
+        directory = context(tmp_path, f"FROM {IMAGE}\nADD {url} /got/\n")
+        build(engine, directory, "-t", "url:1")
+        out = engine("run", "--rm", "url:1", "sh", "-c", "cat /got/file.txt; stat -c %a /got/file.txt").stdout
+        assert out.splitlines() == ["downloaded", "600"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

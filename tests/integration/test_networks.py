@@ -235,7 +235,21 @@ def engine_cmd(engine: Engine) -> list[str]:
 def test_containers_on_a_user_network_talk_by_name_alias_and_id(engine: Engine) -> None:
     engine("network", "create", "talk")
     try:
-        serve(engine, "srv", "by-name", "--network", "talk", "--network-alias", "web")
+        serve(
+            engine,
+            "srv",
+            "by-name",
+            "--network",
+            "talk",
+            "--network-alias",
+            "web",
+            "--mac-address",
+            "02:42:aa:bb:cc:dd",
+        )
+        assert (
+            engine.inspect("srv")["NetworkSettings"]["Networks"]["talk"]["MacAddress"] == "02:42:aa:bb:cc:dd"
+        )
+        assert "02:42:aa:bb:cc:dd" in engine("exec", "srv", "cat", "/sys/class/net/eth0/address").stdout
         short = engine.inspect("srv")["Id"][:12]
         script = " && ".join([fetch("srv"), fetch("web"), fetch(short), "cat /etc/resolv.conf"])
         out = in_container(engine, "--network", "talk", IMAGE, "sh", "-c", script).stdout
@@ -309,13 +323,14 @@ def test_network_container_mode_shares_the_namespace(engine: Engine) -> None:
 
 def test_connect_and_disconnect_a_running_container(engine: Engine) -> None:
     engine("network", "create", "left")
-    engine("network", "create", "right")
+    engine("network", "create", "--subnet", "10.254.77.0/24", "right")
     try:
         serve(engine, "target", "reached", "--network", "right")
         engine("run", "-d", "--name", "client", "--network", "left", IMAGE, "sleep", "300")
         target = address_of(engine, "target", "right")
         assert engine("exec", "client", "sh", "-c", fetch(target, wait=1)).stdout == ""
-        engine("network", "connect", "--alias", "cli", "right", "client")
+        engine("network", "connect", "--alias", "cli", "--ip", "10.254.77.9", "right", "client")
+        assert address_of(engine, "client", "right") == "10.254.77.9"
         assert engine("exec", "client", "sh", "-c", fetch(target)).stdout.strip() == "reached"
         assert engine("exec", "client", "sh", "-c", fetch("target")).stdout.strip() == "reached"  # by name
         assert set(engine.inspect("client")["NetworkSettings"]["Networks"]) == {"left", "right"}
