@@ -297,11 +297,12 @@ def test_attach_and_container_prune(engine: Engine) -> None:
 
 
 def test_healthcheck_turns_unhealthy_then_healthy(engine: Engine) -> None:
-    # failures inside the start period do not count: "starting" holds for 3 s, even on a slow machine
+    # failures inside the start period do not count: "starting" holds for 8 s, even on a slow machine
+    # (the TCG guest takes seconds between `run -d` and `ps`)
     engine("run", "-d", "--name", "checked", "--health-cmd", "cat /tmp/ok", "--health-interval", "0.2s",
-           "--health-retries", "2", "--health-start-period", "3s", IMAGE, "sleep", "1000")  # fmt: skip
+           "--health-retries", "2", "--health-start-period", "8s", IMAGE, "sleep", "1000")  # fmt: skip
     assert "(health: starting)" in engine("ps").stdout
-    doc = engine.wait_for("checked", lambda d: d["State"].get("Health", {}).get("Status") == "unhealthy")
+    doc = engine.wait_for("checked", lambda d: d["State"].get("Health", {}).get("Status") == "unhealthy", 60)
     assert doc["State"]["Health"]["FailingStreak"] >= 2 and doc["State"]["Health"]["Log"][-1]["ExitCode"] == 1
     assert "(unhealthy)" in engine("ps").stdout
     engine("exec", "checked", "sh", "-c", "echo fine > /tmp/ok")
