@@ -203,6 +203,9 @@ class Builder:
             assert isinstance(ins, df.CopyInstruction)
             return self._copy(state, ins, env)
         change, apply = self._metadata(state, ins, env)
+        if kind == "WORKDIR":
+            image = self._workdir(state, change, apply)
+            return _State(image, self._config(image), state.args, state.cmd_set)
         image = self._meta_step(state, change, apply)
         return _State(image, self._config(image), state.args, state.cmd_set or kind == "CMD")
 
@@ -315,6 +318,37 @@ class Builder:
         image_id = register(self.service, state.image, parent, None, None, config, Step(created_by))
         self._remember(key, image_id)
         return self.service.get(image_id)
+
+    def _workdir(self, state: _State, change: str, apply: Callable[[dict[str, Any]], None]) -> ImageRecord:
+        """WORKDIR: the config, and the directory made in the image when it is missing (owned by
+        the USER then in force, as BuildKit makes it)."""
+        created_by = SHELL_PREFIX + change
+        key = _key(state.image.id, created_by, "mkdir")
+        cached = self._cached(key)
+        if cached is not None:
+            self.progress.cached()
+            return cached
+        from ketch.engine import filesystem
+
+        config = dict(state.config)
+        apply(config)
+        path = config["WorkingDir"]
+        record = self._container(state, ["true"], (), "none")
+        try:
+            with filesystem.rootfs(self.ctx, record) as rootfs:
+                exists = bool(filesystem.kinds(rootfs, [path]).get(path))
+            user = state.config.get("User") or ""
+            made = (
+                None
+                if exists
+                else self._put(record, state, [], [], path, True, user, "", created_by, config=config)
+            )
+        finally:
+            self._remove(record)
+        if made is None:
+            return self._meta_step(state, change, apply)
+        self._remember(key, made)
+        return self.service.get(made)
 
     # --- RUN --------------------------------------------------------------------------------------
 
@@ -509,10 +543,13 @@ class Builder:
         finally:
             started.sock.close()
 
-    def _commit(self, record: ContainerRecord, state: _State, created_by: str) -> str:
+    def _commit(self, record: ContainerRecord, state: _State, created_by: str,
+                config: dict[str, Any] | None = None) -> str:  # fmt: skip
         from ketch.engine.filesystem import commit
 
-        return commit(self.ctx, record, config=dict(state.config), created_by=created_by)
+        return commit(
+            self.ctx, record, config=dict(state.config if config is None else config), created_by=created_by
+        )
 
     def _remove(self, record: ContainerRecord) -> None:
         from ketch.engine import lifecycle
@@ -571,7 +608,7 @@ class Builder:
             record = self._container(state, ["true"], (), "none")
             try:
                 image_id = self._put(record, state, picked, heredocs, target, into_dir or into_dir_source, chown,
-                                     chmod, created_by)  # fmt: skip
+                                     chmod, created_by, keep_owners=bool(ins.copy_from))  # fmt: skip
             finally:
                 self._remove(record)
         self._remember(key, image_id)
@@ -638,23 +675,26 @@ class Builder:
 
     def _put(self, record: ContainerRecord, state: _State, picked: list[tuple[Source, bool]],
              heredocs: list[tuple[str, str]], target: str, into_dir: bool, chown: str, chmod: str,
-             created_by: str) -> str:  # fmt: skip
+             created_by: str, keep_owners: bool = False, config: dict[str, Any] | None = None) -> str:  # fmt: skip
+        """Unpack the sources' tar into `record` at `target` and commit it. Files are root's, or
+        `chown`'s, or with `keep_owners` (COPY --from) their own."""
         import tempfile
 
-        from ketch.engine import filesystem, users
+        from ketch.engine import filesystem
 
         with filesystem.rootfs(self.ctx, record) as rootfs:
-            uid, gid = users.resolve_user(rootfs, chown)[:2] if chown else (0, 0)
+            uid, gid = _owner(rootfs, chown) if chown else (0, 0)
             there = filesystem.kinds(rootfs, _parents(target))
         if there.get(target) == "dir":
             into_dir = True  # COPY file /existing/dir puts the file in it, as Docker does
         folder = target if into_dir else os.path.dirname(target)
         missing = [p for p in _parents(folder) if not there.get(p)] if folder != "/" else []
         with tempfile.TemporaryFile(dir=self.service.root) as spool:
-            _write_tar(spool, picked, heredocs, target, into_dir, (uid, gid), chmod, missing, bool(chown))
+            owner = None if keep_owners and not chown else (uid, gid)
+            _write_tar(spool, picked, heredocs, target, into_dir, owner, chmod, missing, bool(chown))
             spool.seek(0)
             filesystem.copy_in(self.ctx, record, spool, "/")
-        return self._commit(record, state, created_by)
+        return self._commit(record, state, created_by, config)
 
     # --- the cache ------------------------------------------------------------------------------------
 
@@ -803,6 +843,18 @@ def _heredoc_script(line: str, heredocs: tuple[df.Heredoc, ...]) -> str:
     return script
 
 
+def _owner(rootfs: str, chown: str) -> tuple[int, int]:
+    """--chown's uid and gid: a numeric user alone is also the group (Docker's rule); a name
+    alone takes its primary group from the image's /etc/passwd."""
+    from ketch.engine import users
+
+    user, sep, _group = chown.partition(":")
+    if not sep and user.isdigit():
+        return int(user), int(user)
+    uid, gid = users.resolve_user(rootfs, chown)[:2]
+    return uid, gid
+
+
 def _is_archive(src: Source) -> bool:
     import stat
 
@@ -834,7 +886,7 @@ def _content_digest(picked: list[tuple[Source, bool]], extra: Any) -> str:
 
 
 def _write_tar(spool: BinaryIO, picked: list[tuple[Source, bool]], heredocs: list[tuple[str, str]], target: str,
-               into_dir: bool, owner: tuple[int, int], chmod: str, missing: list[str], chowned: bool) -> None:  # fmt: skip
+               into_dir: bool, owner: tuple[int, int] | None, chmod: str, missing: list[str], chowned: bool) -> None:  # fmt: skip
     """The tar COPY/ADD unpacks at "/": the missing parent directories, then each source under
     `target` (a directory when `into_dir`), with Docker's owners and modes; archives ADD unpacks
     are expanded in place."""
@@ -843,7 +895,8 @@ def _write_tar(spool: BinaryIO, picked: list[tuple[Source, bool]], heredocs: lis
     import tarfile
     import time
 
-    uid, gid = owner
+    keep = owner is None  # COPY --from without --chown: each file keeps its owner
+    uid, gid = owner or (0, 0)
     mode = int(chmod, 8) if chmod else None
     with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
         now = int(time.time())
@@ -856,7 +909,7 @@ def _write_tar(spool: BinaryIO, picked: list[tuple[Source, bool]], heredocs: lis
         made = {p.lstrip("/") for p in missing}
         for src, unpack in picked:
             if unpack:
-                _add_archive(tar, src, base, owner if chowned else None)
+                _add_archive(tar, src, base, (uid, gid) if chowned else None)
                 continue
             name = f"{base}/{src.name}" if into_dir else base
             for parent in _parents(os.path.dirname(name))[len(_parents(base)) :]:
@@ -872,7 +925,9 @@ def _write_tar(spool: BinaryIO, picked: list[tuple[Source, bool]], heredocs: lis
                     )
                     tar.addfile(info)
             info = tar.gettarinfo(src.path, arcname=name)
-            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+            info.uname, info.gname = "", ""
+            if not keep:
+                info.uid, info.gid = uid, gid
             if mode is not None and not stat.S_ISLNK(src.st.st_mode):
                 info.mode = mode
             if info.isdir():
@@ -905,6 +960,8 @@ def _add_archive(tar: Any, src: Source, base: str, owner: tuple[int, int] | None
             name = original.name.lstrip("/")
             member = copy.copy(original)
             member.name = f"{base}/{name}" if name not in ("", ".") else base
+            if member.islnk():  # a hard link names a member of the archive: it moves with it
+                member.linkname = f"{base}/{member.linkname.lstrip('/')}"
             if owner is not None:
                 member.uid, member.gid = owner
             if member.isreg():
