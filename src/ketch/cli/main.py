@@ -194,6 +194,15 @@ def _dispatch(g: Parsed) -> int:
         cmd = parse(rest, handler.FLAGS, stop_at_positional=handler.STOPS, what=f"ketch {verb}")
     except KetchError as exc:
         raise _Usage(str(exc)) from None
+    if cmd.boolean("help"):  # before the verb runs: --help never touches any state
+        from ketch.cli.args import usage
+
+        doc = (handler.__doc__ or "").strip().splitlines()
+        sys.stdout.write(
+            f"usage: ketch {verb} [OPTIONS]" + (f"\n\n{doc[0]}" if doc else "") + "\n\nOptions:\n"
+        )
+        sys.stdout.write(usage(handler.FLAGS) + "\n")
+        return 0
     try:
         result: int = handler(g, cmd)
     except KetchError as exc:
