@@ -306,9 +306,8 @@ class Builder:
     def _meta_step(self, state: _State, change: str, apply: Callable[[dict[str, Any]], None]) -> ImageRecord:
         created_by = SHELL_PREFIX + change
         key = _key(state.image.id, created_by)
-        cached = self._cached(key)
+        cached = self._hit(key)
         if cached is not None:
-            self.progress.cached()
             return cached
         from ketch.engine.filesystem import Step, register
 
@@ -324,9 +323,8 @@ class Builder:
         the USER then in force, as BuildKit makes it)."""
         created_by = SHELL_PREFIX + change
         key = _key(state.image.id, created_by, "mkdir")
-        cached = self._cached(key)
+        cached = self._hit(key)
         if cached is not None:
-            self.progress.cached()
             return cached
         from ketch.engine import filesystem
 
@@ -372,9 +370,8 @@ class Builder:
         with contextlib.ExitStack() as stack:
             mounts, digest = self._run_mounts(specs, stack)
             key = _key(state.image.id, "RUN", created_by, network, _json(specs), digest)
-            cached = self._cached(key)
+            cached = self._hit(key)
             if cached is not None:
-                self.progress.cached()
                 return _State(cached, self._config(cached), state.args, state.cmd_set)
             env = tuple(f"{k}={v}" for k, v in sorted(visible.items()))
             net = "bridge" if network in ("default", "bridge") else network
@@ -598,9 +595,8 @@ class Builder:
                 picked, into_dir_source = self._pick(root, ins, sources, scratch)
                 digest = _content_digest(picked, [*settings, into_dir or into_dir_source])
             key = _key(state.image.id, created_by, digest)
-            cached = self._cached(key)
+            cached = self._hit(key)
             if cached is not None:
-                self.progress.cached()
                 return _State(cached, self._config(cached), state.args, state.cmd_set)
             if picked is None:
                 root = self._source_root(ins, env, stack)
@@ -700,6 +696,13 @@ class Builder:
 
     def _cache_dir(self) -> str:
         return os.path.join(self.ctx.root, "build", "cache")
+
+    def _hit(self, key: str) -> ImageRecord | None:
+        """The cached result of a step, reported as such."""
+        cached = self._cached(key)
+        if cached is not None:
+            self.progress.cached()
+        return cached
 
     def _cached(self, key: str) -> ImageRecord | None:
         """The image a step with this key made before (unless --no-cache, or it was removed since)."""
