@@ -17,7 +17,7 @@ from conftest import KETCH_OCI, Oci
 pytestmark = pytest.mark.root
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+def wait_for(predicate: Any, timeout: float = 30.0) -> None:  # a TCG guest is slow; passing is not
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
