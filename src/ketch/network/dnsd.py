@@ -166,14 +166,15 @@ class Resolver:
 
     def _scope(self, server_ip: str, client_ip: str) -> list[tuple[str, str]]:
         """The networks whose names a client may resolve: every user network its container is on
-        (as Docker's resolver answers), or just the one the query came in on."""
+        (as Docker's resolver answers). A client that is not on the network the query came in on
+        (another network's container reaching this gateway through the host) learns none."""
         found = self.networks.get(server_ip)
         if found is None:
             return []
         served = {net_id: name for net_id, name in self.networks.values()}
         client = next((e for e in self._endpoints(found[0]) if client_ip in (e.ipv4, e.ipv6)), None)
         if client is None:
-            return [found]
+            return []
         scope = [found] + [(e.network, served[e.network]) for e in self.store.endpoints_of(client.container)
                            if e.network in served and e.network != found[0]]  # fmt: skip
         return scope
@@ -193,12 +194,10 @@ class Resolver:
         return (v4, v6) if v4 or v6 else None
 
     def reverse(self, server_ip: str, client_ip: str, address: str) -> str | None:
-        found = self.networks.get(server_ip)
-        if found is None:
-            return None
-        for ep in self._endpoints(found[0]):
-            if address in (ep.ipv4, ep.ipv6):
-                return f"{ep.name}.{found[1]}"
+        for network_id, network_name in self._scope(server_ip, client_ip):
+            for ep in self._endpoints(network_id):
+                if address in (ep.ipv4, ep.ipv6):
+                    return f"{ep.name}.{network_name}"
         return None
 
     def upstreams(self, server_ip: str, client_ip: str) -> list[tuple[str, int]]:
