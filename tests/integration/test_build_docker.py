@@ -636,7 +636,7 @@ def host_state() -> dict[str, set[str]]:
         for pattern in ("*/docker", "docker", "*/buildkit", "buildkit")
         for t in Path("/sys/fs/cgroup").glob(pattern)
     ]
-    cgroups = {str(p) for top in tops for p in top.rglob("*") if p.is_dir()}
+    cgroups = {str(t) for t in tops} | {str(p) for top in tops for p in top.rglob("*") if p.is_dir()}
     links = {
         p.name for p in Path("/sys/class/net").iterdir() if p.name == "docker0" or p.name.startswith("br-")
     }

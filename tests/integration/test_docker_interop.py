@@ -28,6 +28,7 @@ def docker() -> Iterator[list[str]]:
             pytest.skip(f"needs {tool} (apt-get install docker.io)")
     work = Path(tempfile.mkdtemp(prefix="kd", dir="/tmp"))  # short: socket paths have a length limit
     procs: list[subprocess.Popen[bytes]] = []
+    cgroups_before = _docker_cgroups()
     log = open(work / "daemons.log", "wb")  # noqa: SIM115  (closed in finally)
     try:
         ctr = work / "c.sock"
@@ -55,6 +56,16 @@ def docker() -> Iterator[list[str]]:
             if str(work) in line.split()[1]:
                 subprocess.run(["umount", "-l", line.split()[1]], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+        for path in sorted(_docker_cgroups() - cgroups_before, key=len, reverse=True):
+            try:
+                os.rmdir(path)  # dockerd makes docker/ in every hierarchy and never removes it
+            except OSError:
+                pass
+
+
+def _docker_cgroups() -> set[str]:
+    tops = [*Path("/sys/fs/cgroup").glob("*/docker"), *Path("/sys/fs/cgroup").glob("docker")]
+    return {str(t) for t in tops} | {str(p) for t in tops for p in t.rglob("*") if p.is_dir()}
 
 
 def _wait(check: object, what: str, timeout: float = 60) -> None:
