@@ -45,14 +45,9 @@ def root(g: Parsed) -> str:
 
 def engine_config(g: Parsed) -> dict[str, Any]:
     """<root>/engine.json, Docker daemon.json's keys: insecure-registries, registry-mirrors, certs-dir."""
-    from ketch import jsonio
+    from ketch.engine.context import engine_config as read
 
-    try:
-        with open(os.path.join(root(g), "engine.json"), "rb") as f:
-            doc: dict[str, Any] = jsonio.loads(f.read())
-    except FileNotFoundError:
-        return {}
-    return doc
+    return read(root(g))
 
 
 def auth_file() -> str:

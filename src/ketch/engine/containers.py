@@ -203,9 +203,9 @@ class ContainerStore:
     def state(self, container_id: str) -> State:
         """The state, corrected when its monitor or init died unseen (see module docstring)."""
         state = self.raw_state(container_id)
-        if not state.running or _alive(state.monitor, state.monitor_start):
+        if not state.running or process_alive(state.monitor, state.monitor_start):
             return state
-        if _alive(state.pid, state.pid_start):
+        if process_alive(state.pid, state.pid_start):
             return state  # the monitor is gone, the container is not: it runs unwatched
         return self._record_unseen_exit(container_id)
 
@@ -217,8 +217,8 @@ class ContainerStore:
             state = self.raw_state(container_id)
             if (
                 state.running
-                and not _alive(state.monitor, state.monitor_start)
-                and not _alive(state.pid, state.pid_start)
+                and not process_alive(state.monitor, state.monitor_start)
+                and not process_alive(state.pid, state.pid_start)
             ):
                 state = replace(state, status="exited", exit_code=UNKNOWN_EXIT, pid=0, monitor=0,
                                 finished_at=rfc3339(), error=state.error or "the container's monitor died")  # fmt: skip
@@ -238,7 +238,8 @@ class ContainerStore:
         atomic_write(self.path(container_id, name), jsonio.dumps(doc).encode(), 0o600)
 
 
-def _alive(pid: int, start: int) -> bool:
+def process_alive(pid: int, start: int) -> bool:
+    """Whether `pid` still runs and is the process that started at `start` (not a reused pid)."""
     if not pid:
         return False
     from ketch.runtime.container import start_time

@@ -8,9 +8,23 @@ from ketch.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ketch.engine.containers import ContainerStore
     from ketch.engine.images import ImageService
     from ketch.registry.client import RegistryConfig
+
+
+def engine_config(root: str) -> dict[str, Any]:
+    """<root>/engine.json: daemon.json's keys (registries, storage driver, bip, bridge, address pools)."""
+    from ketch import jsonio
+
+    try:
+        with open(os.path.join(root, "engine.json"), "rb") as f:
+            doc: dict[str, Any] = jsonio.loads(f.read())
+    except FileNotFoundError:
+        return {}
+    return doc
 
 
 class Context(Record):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from ketch.engine.context import engine_config
 from ketch.errors import Conflict, InvalidArgument, KetchError, NotFound
 from ketch.network.store import DEFAULT, PREDEFINED, Endpoint, NetworkRecord, NetworkStore, Subnet
 from ketch.record import Record
@@ -76,18 +77,8 @@ def chain_prefix(ctx: Context) -> str:
 
 
 def default_bridge(ctx: Context) -> str:
-    return str(engine_config(ctx).get("bridge") or (f"ketch{_tag(ctx)}" if _tag(ctx) else DEFAULT_BRIDGE))
-
-
-def engine_config(ctx: Context) -> dict[str, Any]:
-    from ketch import jsonio
-
-    try:
-        with open(os.path.join(ctx.root, "engine.json"), "rb") as f:
-            doc: dict[str, Any] = jsonio.loads(f.read())
-            return doc
-    except FileNotFoundError:
-        return {}
+    tag = _tag(ctx)
+    return str(engine_config(ctx.root).get("bridge") or (f"ketch{tag}" if tag else DEFAULT_BRIDGE))
 
 
 # --- networks --------------------------------------------------------------------------------------
@@ -96,9 +87,9 @@ def engine_config(ctx: Context) -> dict[str, Any]:
 def ensure_predefined(ctx: Context) -> NetworkStore:
     """Records for bridge, host and none (made once; the bridge device itself waits for a container)."""
     s = store(ctx)
-    if all(s.find(name) is not None for name in PREDEFINED):
+    if set(PREDEFINED) <= {n.name for n in s.all()}:  # one read of the records on every run
         return s
-    config = engine_config(ctx)
+    config = engine_config(ctx.root)
     with s.lock():
         existing = {n.name for n in s.all()}
         for name in PREDEFINED:
@@ -191,7 +182,7 @@ def create(
                 )
             chosen.append(Subnet(subnet, gateway or ipam.default_gateway(subnet), ip_range))
             taken.append(subnet)
-        config = engine_config(ctx)
+        config = engine_config(ctx.root)
         if not any(not c.ipv6 for c in chosen):
             pools = [(p["base"], int(p["size"])) for p in config.get("default-address-pools") or []]
             subnet = ipam.choose_subnet(pools or ipam.DEFAULT_POOLS, taken)
@@ -338,9 +329,9 @@ def _live_endpoints(ctx: Context, net: NetworkRecord) -> list[Endpoint]:
 
 def _alive(ctx: Context, ep: Endpoint) -> bool:
     """Whether the endpoint's container still holds it: its monitor lives, or its init does."""
-    from ketch.engine.containers import _alive as alive_process
+    from ketch.engine.containers import process_alive
 
-    if ep.monitor and alive_process(ep.monitor, ep.monitor_start):
+    if ep.monitor and process_alive(ep.monitor, ep.monitor_start):
         return True
     try:
         return ctx.containers().state(ep.container).running

@@ -212,17 +212,18 @@ class Resolver:
 
 
 def main(root: str, runroot: str) -> int:
-    from ketch.files import FileLock, atomic_write
+    from ketch.files import atomic_write
     from ketch.network.dns import DnsServer
     from ketch.network.store import NetworkStore
 
     os.makedirs(os.path.join(runroot, "networks"), exist_ok=True)
-    alone = FileLock(os.path.join(runroot, "networks", "dns.pid.lock"))
     import fcntl
 
-    alone.fd = os.open(alone.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    alone = os.open(
+        os.path.join(runroot, "networks", "dns.pid.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
     try:
-        fcntl.flock(alone.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(alone, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for the daemon's life
     except BlockingIOError:
         return 0  # another daemon serves this runroot
     from ketch.errors import KetchError

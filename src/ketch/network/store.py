@@ -106,6 +106,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def _read_endpoint(path: str) -> Endpoint | None:
+    """An endpoint file; None when it is gone (the container stopped meanwhile) or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return Endpoint.from_json(jsonio.loads(f.read()))
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+        return None
+
+
 class NetworkStore:
     def __init__(self, root: str, runroot: str) -> None:
         self.dir = os.path.join(root, "networks")
@@ -187,14 +196,8 @@ class NetworkStore:
             names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
         except FileNotFoundError:
             return []
-        out = []
-        for n in names:
-            try:
-                with open(os.path.join(directory, n), "rb") as f:
-                    out.append(Endpoint.from_json(jsonio.loads(f.read())))
-            except (FileNotFoundError, ValueError, KeyError, TypeError):
-                continue
-        return out
+        found = (_read_endpoint(os.path.join(directory, n)) for n in names)
+        return [ep for ep in found if ep is not None]
 
     def endpoints_of(self, container_id: str) -> Iterator[Endpoint]:
         """The container's endpoints on every network (read without locks)."""
@@ -203,12 +206,9 @@ class NetworkStore:
         except FileNotFoundError:
             return
         for network_id in networks:
-            path = os.path.join(self.rundir, network_id, f"{container_id}.json")
-            try:
-                with open(path, "rb") as f:
-                    yield Endpoint.from_json(jsonio.loads(f.read()))
-            except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
-                continue
+            ep = _read_endpoint(os.path.join(self.rundir, network_id, f"{container_id}.json"))
+            if ep is not None:
+                yield ep
 
     def put_endpoint(self, endpoint: Endpoint) -> None:
         """Record an endpoint; call with endpoint_lock() held. Not fsynced: it lives on a tmpfs."""
