@@ -299,7 +299,13 @@ def test_time_namespace_with_a_boottime_offset(oci: Oci) -> None:
         c["linux"]["namespaces"].append({"type": "time"})
         c["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 1000, "nanosecs": 0}}
 
+    def host_uptime() -> int:
+        with open("/proc/uptime") as f:
+            return int(f.read().split(".")[0])
+
+    # The container reads its uptime between these two host reads, so it
+    # lies between them once shifted by the offset (whole seconds, floored).
+    before = host_uptime()
     out = oci.run(sh("cut -d. -f1 /proc/uptime"), edit, check=True).stdout
-    with open("/proc/uptime") as f:
-        host = int(f.read().split(".")[0])
-    assert int(out) >= 86400 * 1000 + host
+    after = host_uptime()
+    assert 86400 * 1000 + before <= int(out) <= 86400 * 1000 + after
