@@ -342,3 +342,24 @@ def test_detach_keys_leave_the_container_running(engine: Engine) -> None:
             os.close(master)
         assert engine.inspect(name)["State"]["Running"] is True
         engine("rm", "-f", name)
+
+
+def test_exec_detach_keys_leave_the_process_running(engine: Engine) -> None:
+    engine("run", "-d", "--name", "execdetach", IMAGE, "sleep", "1000")
+    master, slave = pty.openpty()
+    script = "echo ready; sleep 2; echo more output; echo done > /after"  # writes after we have left
+    proc = subprocess.Popen([KETCH, "exec", "-it", "--detach-keys", "ctrl-a,x", "execdetach", "sh", "-c", script],
+                            stdin=slave, stdout=slave, stderr=slave, env=engine.env)  # fmt: skip
+    os.close(slave)
+    try:
+        assert b"ready" in _read_until(master, b"ready")
+        os.write(master, b"\x01x")
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        os.close(master)  # our terminal goes: the process must not get its hangup
+    deadline = time.monotonic() + 20
+    while engine("exec", "execdetach", "cat", "/after", check=False).stdout != "done\n":
+        assert time.monotonic() < deadline, "the detached exec did not go on"
+        time.sleep(0.2)
+    engine("rm", "-f", "execdetach")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ketch.cli.attach import Session, detach_keys
+from ketch.cli.attach import Escape, Session, detach_keys
 from ketch.errors import InvalidArgument
 
 
@@ -25,9 +25,14 @@ def session(keys: str = "ctrl-p,ctrl-q", tty: bool = True) -> Session:
 
 
 def test_the_escape_proxy_holds_only_what_may_be_the_sequence() -> None:
-    s = session()
-    assert s._escape(b"ab\x10c") == b"ab\x10c" and not s.detached
-    assert s._escape(b"x\x10") == b"x" and s.held == b"\x10"  # held back: it may go on
-    assert s._escape(b"\x10") == b"\x10" and s.held == b"\x10"  # a second ctrl-p starts again
-    assert s._escape(b"\x11after") == b"" and s.detached
-    assert session(tty=False).keys == b""  # without a terminal, every byte goes through
+    e = Escape(b"\x10\x11")
+    assert e.feed(b"ab\x10c") == b"ab\x10c" and not e.detached
+    assert e.feed(b"x\x10") == b"x" and e.held == b"\x10"  # held back: it may go on
+    assert e.feed(b"\x10") == b"\x10" and e.held == b"\x10"  # a second ctrl-p starts again
+    assert e.feed(b"\x11after") == b"" and e.detached
+    assert Escape(b"").feed(b"\x10\x11") == b"\x10\x11"  # no keys: every byte goes through
+
+
+def test_sessions_watch_for_the_keys_on_a_terminal_only() -> None:
+    assert session().escape.keys == b"\x10\x11"
+    assert session(tty=False).escape.keys == b""

@@ -31,15 +31,40 @@ def detach_keys(text: str) -> bytes:
     return bytes(out)
 
 
+class Escape:
+    """Docker's escape proxy: watches typed bytes for the detach sequence (b"" never detaches)."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.held = b""  # typed bytes that may be the start of the sequence
+        self.detached = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to send on; those that may be the sequence are held back."""
+        if not self.keys:
+            return data
+        out = bytearray()
+        for byte in data:
+            if byte != self.keys[len(self.held)]:
+                out += self.held  # not the sequence after all: what was held goes on
+                self.held = b""
+                if byte != self.keys[0]:
+                    out.append(byte)
+                    continue
+            self.held += bytes((byte,))
+            if self.held == self.keys:
+                self.detached = True
+                return bytes(out)
+        return bytes(out)
+
+
 class Session:
     def __init__(self, started: Any, stdin: bool, tty: bool, keys: str = DEFAULT_DETACH_KEYS) -> None:
         self.sock = started.sock
         self.reader: stream.Reader = started.reader
         self.stdin, self.tty = stdin, tty
         self.saved_tty: Any = None
-        self.keys = detach_keys(keys) if tty else b""  # the escape sequence, on a terminal only
-        self.held = b""  # typed bytes that may be the start of it
-        self.detached = False
+        self.escape = Escape(detach_keys(keys) if tty else b"")  # the detach keys work on a terminal only
         self.stdin_open = True
 
     def run(self) -> int:
@@ -61,7 +86,7 @@ class Session:
             ready, _, _ = select.select(watch, [], [])
             if 0 in ready:
                 self._forward_stdin(fd)
-                if self.detached:
+                if self.escape.detached:
                     return 0  # the container goes on without us, as after Docker's ctrl-p ctrl-q
                 if not self.stdin_open:
                     watch.remove(0)
@@ -95,27 +120,9 @@ class Session:
             stream.send(fd, stream.CLOSE_STDIN)
             self.stdin_open = False
             return
-        if self.keys:
-            data = self._escape(data)
+        data = self.escape.feed(data)
         if data:
             stream.send(fd, stream.STDIN, data)
-
-    def _escape(self, data: bytes) -> bytes:
-        """Hold back bytes while they match the detach sequence (Docker's escape proxy); the
-        bytes to send on."""
-        out = bytearray()
-        for byte in data:
-            if byte != self.keys[len(self.held)]:
-                out += self.held  # not the sequence after all: what was held goes on
-                self.held = b""
-                if byte != self.keys[0]:
-                    out.append(byte)
-                    continue
-            self.held += bytes((byte,))
-            if self.held == self.keys:
-                self.detached = True
-                return bytes(out)
-        return bytes(out)
 
     def _raw_terminal(self) -> None:
         if not (self.tty and os.isatty(0)):

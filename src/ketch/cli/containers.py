@@ -336,8 +336,10 @@ def _show(entry: Any, timestamps: bool) -> None:
 
 @command(Flag("detach", short="d"), Flag("interactive", short="i"), Flag("tty", short="t"),
          Flag("env", short="e", value=True, multi=True), Flag("workdir", short="w", value=True),
-         Flag("user", short="u", value=True), Flag("privileged"), positional_stops=True, error_code=126)  # fmt: skip
+         Flag("user", short="u", value=True), Flag("privileged"), Flag("detach-keys", value=True),
+         positional_stops=True, error_code=126)  # fmt: skip
 def exec_(g: Parsed, cmd: Parsed) -> int:
+    from ketch.cli.attach import DEFAULT_DETACH_KEYS, Escape, detach_keys
     from ketch.engine.execute import ExecOptions, execute
 
     if len(cmd.args) < 2:
@@ -349,4 +351,10 @@ def exec_(g: Parsed, cmd: Parsed) -> int:
         user=cmd.string("user"), tty=cmd.boolean("tty"), interactive=cmd.boolean("interactive"),
         detach=cmd.boolean("detach"), privileged=cmd.boolean("privileged"),
     )  # fmt: skip
-    return execute(ctx, record, opts)
+    given = cmd.flags.get("detach-keys")
+    escape = Escape(detach_keys(given if isinstance(given, str) else DEFAULT_DETACH_KEYS))
+
+    def typed(data: bytes) -> tuple[bytes, bool]:
+        return escape.feed(data), escape.detached
+
+    return execute(ctx, record, opts, typed)

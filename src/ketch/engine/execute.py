@@ -46,8 +46,10 @@ def process_json(container_process: dict[str, Any], opts: ExecOptions, rootfs: s
     return proc
 
 
-def execute(ctx: Context, record: ContainerRecord, opts: ExecOptions) -> int:
-    """Start the process; wait for it (proxying a terminal) unless detached. Its exit code."""
+def execute(ctx: Context, record: ContainerRecord, opts: ExecOptions, typed: Any = None) -> int:
+    """Start the process; wait for it (proxying a terminal) unless detached. Its exit code.
+    `typed(data) -> (data, stop)` watches the keys typed into a terminal for the detach keys:
+    the process then goes on, its terminal drained by a process of its own, and we return 0."""
     from ketch.oci.runtime import Process
     from ketch.runtime import lifecycle
     from ketch.runtime.container import Runtime
@@ -77,8 +79,34 @@ def execute(ctx: Context, record: ContainerRecord, opts: ExecOptions) -> int:
     if pty_end is not None:
         from ketch.runtime.channel import recv_fd
 
-        return int(lifecycle.proxy_terminal(recv_fd(pty_end), pid))
+        master = recv_fd(pty_end)
+        try:
+            return int(lifecycle.proxy_terminal(master, pid, typed if opts.interactive else None))
+        except lifecycle.Detached:
+            _drain_in_background(master)
+            return 0
     return int(lifecycle.wait_exit(pid))
+
+
+def _drain_in_background(master: int) -> None:
+    """Keep reading a detached exec's terminal until it closes, as Docker's daemon does, so
+    that its process neither blocks on output nor gets a hangup when we leave."""
+    import os
+
+    if os.fork() != 0:
+        os.close(master)
+        return
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        while os.read(master, 65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        os._exit(0)
 
 
 class _stdin_closed:

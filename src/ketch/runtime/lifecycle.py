@@ -26,6 +26,7 @@ from ketch.runtime.container import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -163,8 +164,14 @@ def _forward(pid: int, sig: int) -> None:
         pass
 
 
-def proxy_terminal(master: int, pid: int) -> int:
-    """Copy our stdin to the pty and the pty to our stdout until the process exits."""
+class Detached(Exception):
+    """The terminal proxy stopped on the caller's word; the process goes on."""
+
+
+def proxy_terminal(master: int, pid: int, typed: Callable[[bytes], tuple[bytes, bool]] | None = None) -> int:
+    """Copy our stdin to the pty and the pty to our stdout until the process exits (its exit
+    status). `typed` sees our stdin first: it returns what goes on and whether to stop there
+    (Detached is raised; the process goes on and `master` stays open)."""
     import select
     import termios
     import tty
@@ -189,8 +196,13 @@ def proxy_terminal(master: int, pid: int) -> int:
                 data = os.read(0, 65536)
                 if not data:
                     fds.remove(0)
-                else:
-                    os.write(master, data)
+                    continue
+                stop = False
+                if typed is not None:
+                    data, stop = typed(data)
+                os.write(master, data)
+                if stop:
+                    raise Detached
     finally:
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
