@@ -152,6 +152,23 @@ def test_kill_9_of_create_is_cleaned_by_delete_force(oci: Oci, tmp_path: Path) -
         wait_for(lambda: not Path(f"/proc/{state['pid']}").exists())
 
 
+def test_an_emptied_state_file_is_reported_and_cleaned_by_delete_force(oci: Oci) -> None:
+    """The state is not fsynced (it dies with its processes): a host crash may leave it empty."""
+    cid = oci.create(["sleep", "100"])
+    state = oci.state(cid)
+    (oci.root / cid / "state.json").write_text("")
+    try:
+        shown = oci("state", cid)
+        assert shown.returncode != 0 and "unreadable" in shown.stderr
+        assert len(shown.stderr.strip().splitlines()) == 1
+        assert oci("delete", "--force", cid).returncode == 0  # the dir, and the init in its default cgroup
+        assert not (oci.root / cid).exists()
+    finally:
+        if Path(f"/proc/{state['pid']}").exists():
+            os.kill(state["pid"], signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{state['pid']}").exists())
+
+
 def _recv_pty(conn: socket.socket) -> tuple[bytes, int]:
     import array
 

@@ -201,11 +201,11 @@ class Monitor:
         """In the setup child: write the bundle, create the container, wire its network, start it."""
         from ketch.engine import bundle, networks
         from ketch.runtime import lifecycle
-        from ketch.runtime.cgroups import prime_attach_lock
+        from ketch.runtime.cgroups import keep_attach_warm
         from ketch.runtime.container import Runtime, start_time
         from ketch.runtime.plan import CreateOptions
 
-        prime_attach_lock()  # the cgroup v1 attach's RCU wait runs while we write the bundle
+        keep_attach_warm()  # the cgroup attach's RCU wait runs while we write the bundle
         monitor = os.getppid()
         prepared = bundle.prepare(self.ctx, self.record, ports, (monitor, start_time(monitor) or 0))
         try:
@@ -254,7 +254,7 @@ class Monitor:
         try:
             rt.load(self.id).delete(force=True)
         except NotFound:
-            pass
+            rt.force_delete_partial(self.id)  # a state dir without a readable state, if any
 
     # --- watching ------------------------------------------------------------------------------------
 

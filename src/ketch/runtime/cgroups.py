@@ -20,30 +20,53 @@ if TYPE_CHECKING:
 
 
 DEFAULT_PARENT = "/ketch"  # where containers without a cgroupsPath go
-_primer = 0  # pid of the process priming the attach lock, reaped before the first attach
+_warmer = 0  # pid of the process keeping the attach lock warm, stopped after the first attach
 
 
-def prime_attach_lock() -> None:
-    """Start paying, in a child, the grace period the next cgroup attach would wait for.
+def keep_attach_warm(seconds: float = 5.0) -> None:
+    """Keep the kernel's cgroup attach lock warm until the next attach, in a child process.
 
     Moving a task between cgroups takes the kernel's global cgroup_threadgroup_rwsem for
-    writing; the first writer after a quiet spell waits for an RCU grace period (10-20 ms
-    here), later ones within about a grace period do not. A forked child writes its own pid
-    to the cgroup it is already in (a no-op move) while ketch-oci imports and plans; the real
-    attach then finds the lock warm. Failures are ignored: it is only an optimisation.
+    writing; the first writer after a quiet spell waits for an RCU grace period (8-25 ms here),
+    and holds cgroup_mutex while it waits (so a mkdir in cgroupfs, or any fork, waits too).
+    Writers that follow within about a grace period do not wait. The child moves itself into the
+    cgroup it is already in (a no-op) every 4 ms, so the grace period is paid by it, early, while
+    its parent imports and plans, and the real attach finds the lock warm. It stops at
+    stop_warming(), when its parent goes, or after `seconds`. Failures are ignored: it is only an
+    optimisation.
     """
-    global _primer
+    global _warmer
     procs = _own_procs_file()
-    if not procs or _primer:
+    if not procs or _warmer:
         return
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, 1 << 20)  # hold nothing of the parent's open (pipes read to their end)
+            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+            me = str(os.getpid()).encode()
+            deadline = time.monotonic() + seconds
+            while os.getppid() == parent and time.monotonic() < deadline:
+                os.write(fd, me)
+                time.sleep(0.004)
         finally:
             os._exit(0)
-    _primer = pid
+    _warmer = pid
+
+
+def stop_warming() -> None:
+    global _warmer
+    if _warmer:
+        try:
+            os.kill(_warmer, SIGKILL)
+            os.waitpid(_warmer, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        _warmer = 0
 
 
 def _own_procs_file() -> str:
@@ -61,16 +84,6 @@ def _own_procs_file() -> str:
                 if os.path.exists(candidate):
                     return candidate
     return ""
-
-
-def _reap_primer() -> None:
-    global _primer
-    if _primer:
-        try:
-            os.waitpid(_primer, 0)
-        except ChildProcessError:
-            pass
-        _primer = 0
 
 
 def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
@@ -198,10 +211,10 @@ class Cgroup(Record):
             raise SetupFailed(f"{w.field}: writing {w.file}: {exc.strerror}", exc.errno) from exc
 
     def add(self, pid: int) -> None:
-        _reap_primer()
         for d in self.dirs.values():
             with open(os.path.join(d, "cgroup.procs"), "w") as f:
                 f.write(str(pid))
+        stop_warming()
 
     def pids(self) -> list[int]:
         for name in ("pids", "memory", "freezer", "", "unified", *self.dirs):

@@ -99,7 +99,12 @@ class Container:
         return Cgroup(self.record.cgroup_path, dict(self.record.cgroup_dirs))
 
     def save(self) -> None:
-        atomic_write(os.path.join(self.dir, STATE), jsonio.dumps(self.record.to_dict()).encode())
+        # Not fsynced: the state describes live processes, which a host crash ends anyway (and the
+        # runtime root is normally a tmpfs). A crash may leave it empty: load() then reports it
+        # unreadable and `delete --force` removes what is left.
+        atomic_write(
+            os.path.join(self.dir, STATE), jsonio.dumps(self.record.to_dict()).encode(), durable=False
+        )
 
     def init_alive(self) -> bool:
         rec = self.record
@@ -243,6 +248,8 @@ class Runtime:
                 data = jsonio.loads(f.read())
         except FileNotFoundError as exc:
             raise NotFound(f"container {container_id} does not exist") from exc
+        except ValueError as exc:
+            raise NotFound(f"container {container_id}: its state file is unreadable ({exc})") from exc
         return Container(self.root, StateRecord(**data))
 
     def list(self) -> list[Container]:
@@ -272,7 +279,13 @@ class Runtime:
         return path
 
     def force_delete_partial(self, container_id: str) -> None:
-        """delete --force of a state dir without a readable state.json (a create killed early)."""
+        """delete --force of a state dir without a readable state.json (a create killed early, or
+        a host crash that emptied it): the directory, and the cgroup at the default path if any
+        (a spec's own cgroupsPath went with the state)."""
+        cgroup = Cgroup.at(container_path("", container_id))
+        if cgroup.exists():
+            cgroup.kill_all()
+            cgroup.remove()
         remove_tree(self._dir(container_id))
 
 

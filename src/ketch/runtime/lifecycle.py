@@ -39,7 +39,9 @@ class Stdio(Record):
 
 def write_pid_file(path: str, pid: int) -> None:
     if path:
-        atomic_write(os.path.abspath(path), str(pid).encode())
+        atomic_write(
+            os.path.abspath(path), str(pid).encode(), durable=False
+        )  # a live pid: no use after a crash
 
 
 def create(
