@@ -7,8 +7,8 @@ import os
 from ketch.clock import rfc3339
 from ketch.engine.containers import ContainerRecord, check_name
 from ketch.engine.options import Device, Health, Mount, RunOptions, Ulimit
-from ketch.errors import InvalidArgument, NotFound
-from ketch.record import Record
+from ketch.errors import AlreadyExists, InvalidArgument, NotFound
+from ketch.record import Record, replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,7 +71,15 @@ def create(
         path=command[0], args=tuple(command[1:]),
     )  # fmt: skip
     store = ctx.containers()
-    store.add(record)
+    for attempt in range(20):
+        try:
+            store.add(record)
+            break
+        except AlreadyExists:
+            if options.name or attempt == 19:
+                raise
+            # another create took the generated name since we looked: draw again, as Docker does
+            record = replace(record, name=names.generate(store))
     try:
         ctx.images().snapshots.prepare(container_id, image.chain[-1] if image.chain else None)
     except BaseException:
