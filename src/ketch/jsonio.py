@@ -56,7 +56,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unserializable(o: Any) -> Any:
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+# The C encoder json.dumps itself uses when there is no indent: no circularity check, NaN and
+# infinities refused (as `_encode` below does).
+_c_encode = _json.make_encoder(  # type: ignore[attr-defined]
+    None, _unserializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, False
+)
+
+
 def dumps(obj: Any, indent: int | str | None = None) -> str:
+    if indent is None:
+        return "".join(_c_encode(obj, 0))
     out: list[str] = []
     pad = " " * indent if isinstance(indent, int) else indent
     _encode(obj, out, pad, "\n")
