@@ -62,7 +62,7 @@ def _unserializable(o: Any) -> Any:
 
 # The C encoder json.dumps itself uses when there is no indent: no circularity check, NaN and
 # infinities refused (as `_encode` below does).
-_c_encode = _json.make_encoder(  # type: ignore[attr-defined]
+_c_encode = _json.make_encoder(
     None, _unserializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, False
 )
 

@@ -314,3 +314,19 @@ def test_description_module_is_pure() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_program_for_caches_by_the_sections_json_text() -> None:
+    from ketch import jsonio
+
+    section = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+               "syscalls": [{"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}  # fmt: skip
+    text = jsonio.dumps(section)
+    first = sc.program_for(Seccomp.from_json(section), text)
+    assert sc.program_for(Seccomp.from_json(section), text) is first  # no describe, no compile
+    assert first.bpf == sc.compile_program(sc.describe(Seccomp.from_json(section))).bpf
+    other = dict(section, defaultAction="SCMP_ACT_LOG")
+    assert sc.program_for(Seccomp.from_json(other), jsonio.dumps(other)).bpf != first.bpf
+    with pytest.raises(InvalidArgument):  # a bad section is still refused, cached key or not
+        bad = dict(section, defaultAction="SCMP_ACT_NOPE")
+        sc.program_for(Seccomp.from_json(bad), jsonio.dumps(bad))

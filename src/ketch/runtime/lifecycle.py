@@ -67,7 +67,9 @@ def create(
                                   console=bool(io.console_socket) or console is not None)  # fmt: skip
         os.mkfifo(fifo, 0o622)
         fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
-        ip = plan.init_plan(spec, container_id, bundle, fifo_fd, cgroup.dirs, opts, warnings)
+        ip = plan.init_plan(
+            spec, container_id, bundle, fifo_fd, cgroup.dirs, opts, warnings, _seccomp_json(raw)
+        )
         rec.rootfs = ip.rootfs
         cgroup.create()
         warnings.extend(cgroup.apply(spec.linux.resources))
@@ -101,6 +103,14 @@ def create(
     return ctr
 
 
+def _seccomp_json(config: dict[str, Any]) -> str:
+    """The config's seccomp section as JSON text (C-encoded, ~0.1 ms): a key for compiled filters."""
+    from ketch import jsonio
+
+    section = (config.get("linux") or {}).get("seccomp") if isinstance(config, dict) else None
+    return jsonio.dumps(section) if isinstance(section, dict) else ""
+
+
 def _undo_create(ctr: Container) -> None:
     if ctr.record.pid and start_time(ctr.record.pid) is not None:
         try:
@@ -127,7 +137,7 @@ def exec_process(
         from ketch.errors import InvalidArgument
 
         raise InvalidArgument("process.terminal is true but no --console-socket was given")
-    p = plan.exec_plan(proc, spec, warnings)
+    p = plan.exec_plan(proc, spec, warnings, _seccomp_json(ctr.record.config))
     ns = plan.exec_namespaces(spec.linux, ctr.record.pid)
     if console is None and io.console_socket:
         console = connect_console(io.console_socket)

@@ -41,7 +41,7 @@ def namespaces(linux: Linux) -> NamespacePlan:
 
 def init_plan(
     spec: Spec, container_id: str, bundle: str, fifo_fd: int, cgroup_dirs: dict[str, str],
-    opts: CreateOptions, warnings: list[str],
+    opts: CreateOptions, warnings: list[str], seccomp_json: str = "",
 ) -> InitPlan:  # fmt: skip
     if spec.process is None:
         raise InvalidArgument("process: a container needs a process to run")
@@ -59,7 +59,7 @@ def init_plan(
         container_id=container_id,
         rootfs=os.path.realpath(root),
         namespaces=namespaces(linux),
-        process=process.plan(spec.process, linux.seccomp, warnings),
+        process=process.plan(spec.process, linux.seccomp, warnings, seccomp_json),
         fifo_fd=fifo_fd,
         mounts=tuple(rootfs.describe(m, bundle, f"mounts[{i}]") for i, m in enumerate(spec.mounts)),
         devices=linux.devices,
@@ -95,5 +95,5 @@ def exec_namespaces(linux: Linux, init_pid: int) -> NamespacePlan:
     return NamespacePlan(joins=tuple(joins), enter_pid="pid" in kinds or "time" in kinds)
 
 
-def exec_plan(proc: Process, spec: Spec, warnings: list[str]) -> process.ProcessPlan:
-    return process.plan(proc, spec.linux.seccomp, warnings)
+def exec_plan(proc: Process, spec: Spec, warnings: list[str], seccomp_json: str = "") -> process.ProcessPlan:
+    return process.plan(proc, spec.linux.seccomp, warnings, seccomp_json)

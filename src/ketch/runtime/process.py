@@ -127,7 +127,8 @@ def check_lsm_labels(proc: Process, warn: list[str]) -> None:
         warn.append(f"debug: {name} {label!r} skipped: the LSM is not active on this host")
 
 
-def plan(proc: Process, seccomp: Seccomp | None, warn: list[str]) -> ProcessPlan:
+def plan(proc: Process, seccomp: Seccomp | None, warn: list[str], seccomp_json: str = "") -> ProcessPlan:
+    """`seccomp_json`: the spec's seccomp section as JSON text, if known (a cache key)."""
     check_lsm_labels(proc, warn)
     env: dict[str, str] = {}
     for item in proc.env:
@@ -142,7 +143,7 @@ def plan(proc: Process, seccomp: Seccomp | None, warn: list[str]) -> ProcessPlan
     if seccomp is not None:
         from ketch.runtime import seccomp as seccomp_plan
 
-        program = seccomp_plan.compile_program(seccomp_plan.describe(seccomp))
+        program = seccomp_plan.program_for(seccomp, seccomp_json)
         bpf, flags = program.bpf, program.flags
     return ProcessPlan(
         args=proc.args,

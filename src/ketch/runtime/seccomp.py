@@ -214,6 +214,20 @@ def describe(seccomp: Seccomp, path: str = "linux.seccomp") -> FilterDescription
 
 
 _compiled: dict[FilterDescription, Program] = {}  # a long-lived caller (ketch's supervisor) compiles once
+_by_json: dict[str, Program] = {}  # the same, keyed by the spec's seccomp section as JSON text
+
+
+def program_for(seccomp: Seccomp, as_json: str = "") -> Program:
+    """describe() then compile_program(); `as_json`, the section's JSON text when the caller has
+    it, keys a cache that skips both (~1 ms for Docker's profile) when it was seen before."""
+    if as_json:
+        cached = _by_json.get(as_json)
+        if cached is not None:
+            return cached
+    program = compile_program(describe(seccomp))
+    if as_json:
+        _by_json[as_json] = program
+    return program
 
 
 def compile_program(description: FilterDescription) -> Program:
