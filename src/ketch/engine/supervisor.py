@@ -73,7 +73,8 @@ def _precompile_default_seccomp() -> None:
     from ketch.runtime import seccomp
 
     try:
-        seccomp.compile_program(seccomp.describe(Seccomp.from_json(default_profile(DEFAULT_CAPABILITIES))))
+        profile = default_profile(DEFAULT_CAPABILITIES)
+        seccomp.program_for(Seccomp.from_json(profile), jsonio.dumps(profile))  # the text a spec carries
     except KetchError:
         pass  # no libseccomp: containers will say so when they start
 
