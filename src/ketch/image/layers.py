@@ -59,9 +59,15 @@ _DEFAULT_LIMITS = Limits()
 
 
 def apply_layer(
-    stream: BinaryIO, root: str, *, overlay: bool, limits: Limits = _DEFAULT_LIMITS
+    stream: BinaryIO,
+    root: str,
+    *,
+    overlay: bool,
+    limits: Limits = _DEFAULT_LIMITS,
+    ids: Callable[[int, int], tuple[int, int]] | None = None,
 ) -> LayerStats:
     """Unpack the uncompressed tar `stream` into directory `root`, then read `stream` to its end.
+    `ids` maps each member's (uid, gid) to the owner it gets (a user namespace's host ids).
 
     overlay=True: `root` is an empty directory that becomes one overlayfs lowerdir; whiteouts are
     converted (`.wh.foo` -> 0/0 char device foo, `.wh..wh..opq` -> trusted.overlay.opaque=y).
@@ -70,6 +76,7 @@ def apply_layer(
     """
     source = _Input(stream)
     applier = _Applier(root, source, overlay, limits)
+    applier.ids = ids
     try:
         for member in _members(source):
             applier.apply(member)
@@ -478,6 +485,7 @@ class _Applier:
         self.root_fd = os.open(root, _PATH_FLAGS & ~os.O_NOFOLLOW)  # the caller's path is trusted
         self.dirs = _Dirs(self.root_fd)
         self.entries = self.files = self.size = 0
+        self.ids: Callable[[int, int], tuple[int, int]] | None = None
         self.dir_times: dict[bytes, tuple[int, int]] = {}  # set last: children change a dir's mtime
         # vfs: what this layer wrote, which whiteouts must not remove (they hide lower layers only)
         self.written: set[bytes] | None = None if overlay else set()
@@ -502,6 +510,8 @@ class _Applier:
         parent, _, base = path.rpartition(b"/")
         if _WHITEOUT in path and self._whiteout(m, parent, base):
             return
+        if self.ids is not None:
+            m.uid, m.gid = self.ids(m.uid, m.gid)
         if not path:
             self._root(m)
         else:

@@ -13,6 +13,7 @@ Layout of `root` (Docker's overlay2 habits):
     containers/<name>/      diff/ (writable), parent; overlay also work/ and lower
     empty/                  overlay: the lowerdir of a container without a parent
     tmp/<kind>-<random>/    stagings, removals, probes; each flock'd by its owner while alive
+    tmp/idmap-<random>/N    overlay: the idmapped mounts of a mount's lower layers, for its duration
 
 Mounts are made from `root` with relative paths through the short links, so 128 lower layers fit in
 the one page mount(2) copies. Something becomes visible only by the rename of a finished directory
@@ -98,6 +99,33 @@ def _rmtree(path: str) -> None:
     remove(path)
 
 
+def _remove_stale(path: str) -> None:
+    """Remove a dead owner's tmp/ dir. An idmap dir may still have layers mounted on its entries:
+    those are detached and the entries only rmdir'd, never emptied (that would empty the layers)."""
+    if not os.path.basename(path).startswith("idmap-"):
+        _rmtree(path)
+        return
+    _detach_points(path)
+    for entry in os.listdir(path):
+        point = os.path.join(path, entry)
+        if os.path.isdir(point) and not os.path.islink(point):
+            os.rmdir(point)
+        else:
+            os.unlink(point)
+    os.rmdir(path)
+
+
+def _detach_points(path: str) -> None:
+    from ketch.linux import syscalls
+
+    for entry in os.listdir(path):
+        try:
+            syscalls.umount(os.path.join(path, entry), syscalls.MNT_DETACH | syscalls.UMOUNT_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+
+
 def _lock_dir(path: str, wait: bool) -> int | None:
     """An fd holding an flock on directory `path`, or None when another live process holds it."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -139,6 +167,13 @@ def _copy_tree(src: str, dst: str) -> None:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["exit status " + str(done.returncode)])[-1]
         raise SetupFailed(f"cannot copy {src}: {last}")
+
+
+def _mount_error(name: str, target: str, exc: OSError, layer: str = "") -> SetupFailed:
+    what = f" (idmapping {layer})" if layer else ""
+    return SetupFailed(
+        f"cannot mount snapshot {name} on {target}{what}: {os.strerror(exc.errno or 0)}", exc.errno
+    )
 
 
 class Staged:
@@ -296,7 +331,7 @@ class Snapshots:
                     if link.is_symlink() and not os.path.exists(link.path):
                         os.unlink(link.path)
                 for path, _fd in stale:
-                    _rmtree(path)
+                    _remove_stale(path)
         finally:
             for _path, fd in stale:
                 os.close(fd)
@@ -435,14 +470,18 @@ class Snapshots:
 
     # --- container snapshots ----------------------------------------------------------------------
 
-    def prepare(self, name: str, parent: str | None) -> None:
-        """A writable snapshot `name` over layer `parent` (None: an empty rootfs)."""
+    def prepare(self, name: str, parent: str | None, root_owner: tuple[int, int] | None = None) -> None:
+        """A writable snapshot `name` over layer `parent` (None: an empty rootfs). `root_owner`:
+        the host uid and gid of a user namespace's root, for a snapshot mounted idmapped (see
+        mount): overlay's upper directory, which is not idmapped, is made theirs."""
         final = self._container_path(name)
         if os.path.lexists(final):
             raise AlreadyExists(f"snapshot {name} already exists")
         tmp, fd = self._begin("prepare", parent)
         try:
             self._fill_snapshot(tmp, name, parent)
+            if root_owner is not None and self.driver == "overlay":
+                os.chown(os.path.join(tmp, "diff"), *root_owner)
             with FileLock(self._lock):
                 if os.path.lexists(final):
                     raise AlreadyExists(f"snapshot {name} already exists")
@@ -486,26 +525,73 @@ class Snapshots:
         options = self._overlay_options(name, lower.split(":") if lower else [])
         return Mount("/", "overlay", "overlay", options), self.root
 
-    def mount(self, name: str, target: str) -> None:
-        """Mount snapshot `name` at `target`; the cwd is changed for the call (not thread-safe)."""
+    def mount(self, name: str, target: str, userns: int = -1) -> None:
+        """Mount snapshot `name` at `target`; the cwd is changed for the call (not thread-safe).
+
+        With `userns` (a user namespace's fd) the layers are idmapped through its mapping: a file
+        the image gives to uid N shows as the host id N maps to, so a container with the same
+        mapping sees N, and no layer is copied or chowned. overlay's upper directory is not
+        idmapped: what the container writes is stored with host ids, as Docker's remapped
+        storage holds it. vfs idmaps its whole copy (on disk it keeps the container's ids)."""
         from ketch.linux import syscalls
 
         spec, cwd = self.mount_spec(name)
         target = os.path.abspath(target)
+        if userns >= 0:
+            self._mount_idmapped(name, spec, target, userns)
+            return
         flags = syscalls.MS_BIND | syscalls.MS_REC if spec.type == "bind" else 0
         data = None if spec.type == "bind" else ",".join(spec.options)
         fstype = None if spec.type == "bind" else spec.type
+        self._mount_in(cwd, name, spec.source, target, fstype, flags, data)
+
+    def _mount_in(
+        self, cwd: str, name: str, source: str, target: str, fstype: str | None, flags: int, data: str | None
+    ) -> None:
+        from ketch.linux import syscalls
+
         old = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # survives a deleted cwd
         try:
-            os.chdir(cwd)  # the lowerdirs are relative to root, to fit in one page
-            syscalls.mount(spec.source, target, fstype, flags, data)
+            os.chdir(cwd)  # the lowerdirs are relative to it, to fit in one page
+            syscalls.mount(source, target, fstype, flags, data)
         except OSError as exc:
-            raise SetupFailed(
-                f"cannot mount snapshot {name} on {target}: {os.strerror(exc.errno or 0)}", exc.errno
-            ) from exc
+            raise _mount_error(name, target, exc) from exc
         finally:
             os.fchdir(old)
             os.close(old)
+
+    def _mount_idmapped(self, name: str, spec: Mount, target: str, userns: int) -> None:
+        """containerd's and podman's way: each lower layer idmapped (open_tree + mount_setattr) and
+        attached under a tmp/ dir just long enough for overlay to take its own reference."""
+        from ketch.linux import idmap
+
+        if spec.type == "bind":
+            try:
+                idmap.mount(spec.source, target, userns, recursive=True)
+            except OSError as exc:
+                raise _mount_error(name, target, exc) from exc
+            return
+        path = self._existing_container(name)
+        lower = _read(os.path.join(path, "lower"))
+        lowers = lower.split(":") if lower else ["empty"]
+        tmp, fd = self._begin("idmap", None)
+        try:
+            for i, layer in enumerate(lowers):
+                os.mkdir(os.path.join(tmp, str(i)))
+                try:
+                    idmap.mount(os.path.join(self.root, layer), os.path.join(tmp, str(i)), userns)
+                except OSError as exc:
+                    raise _mount_error(name, target, exc, layer) from exc
+            up = f"../../containers/{name}"  # relative to tmp, as the lowers are
+            options = (
+                f"lowerdir={':'.join(map(str, range(len(lowers))))},upperdir={up}/diff,workdir={up}/work"
+            )
+            self._mount_in(tmp, name, "overlay", target, "overlay", 0, options)
+        finally:
+            try:
+                _remove_stale(tmp)  # overlay holds the layers now: the mounts under tmp go
+            finally:
+                os.close(fd)
 
     def unmount(self, target: str) -> None:
         """Unmount a snapshot mounted at `target`, detaching it lazily if it is busy."""

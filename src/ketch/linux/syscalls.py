@@ -72,6 +72,15 @@ MS_LAZYTIME = 1 << 25
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
+# the new mount API (5.2+; mount_setattr 5.12+): detached trees, idmapped mounts (overlayfs layers: 5.19+)
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
+
 # prctl(2)
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -91,6 +100,10 @@ _SYS_SETNS = 308
 _SYS_KEYCTL = 250
 _SYS_CLOSE_RANGE = 436
 _SYS_PERSONALITY = 135
+# the same number on every architecture (they were added after the syscall tables were unified)
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
 CLOSE_RANGE_CLOEXEC = 1 << 2
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -124,6 +137,36 @@ def mount(
 
 def umount(target: str, flags: int = 0) -> None:
     check(_retry(libc.umount2, _b(target), flags), f"umount {target}", target)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def open_tree(path: str, flags: int, dirfd: int = AT_FDCWD) -> int:
+    """An fd of the mount tree at `path`; with OPEN_TREE_CLONE a detached copy of it."""
+    res = libc.syscall(_SYS_OPEN_TREE, dirfd, _b(path), ctypes.c_uint(flags))
+    return check(res, f"open_tree {path}", path)
+
+
+def move_mount(fd: int, target: str) -> None:
+    """Attach the detached tree `fd` (from open_tree) at `target`."""
+    res = libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, _b(target), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+    check(res, f"move_mount to {target}", target)
+
+
+def mount_setattr_idmap(fd: int, userns_fd: int, recursive: bool = False) -> None:
+    """Make the detached tree `fd` an idmapped mount with the mapping of the user namespace `userns_fd`."""
+    attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    res = libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", ctypes.c_uint(flags), ctypes.byref(attr),
+                       ctypes.c_size_t(ctypes.sizeof(attr)))  # fmt: skip
+    check(res, "mount_setattr(MOUNT_ATTR_IDMAP)")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

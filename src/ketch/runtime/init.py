@@ -87,9 +87,11 @@ class InitPlan(Record):
     start_container_hooks: tuple[Hook, ...] = ()
 
 
-def child(ns: NamespacePlan, chan: Channel, then: Callable[[dict[str, Any]], None]) -> None:
+def child(ns: NamespacePlan, chan: Channel, then: Callable[[dict[str, Any]], None], p: ProcessPlan) -> None:
     """Run in C: enter the namespaces, fork into the pid namespace, hand over to `then` in there."""
     try:
+        # while still dumpable, as the caller: inside a user namespace /proc/self is no longer ours
+        process.set_oom_score_adj(p)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         chan.expect("go")
         _enter(ns, chan)
@@ -133,7 +135,6 @@ def container_init(
 ) -> None:
     """Run in I, pid 1 of the container: build its world, wait for `start`, exec the program."""
     os.setsid()
-    process.set_oom_score_adj(plan.process)
     if plan.new_keyring:
         _join_keyring(plan.container_id)
     if plan.namespaces.has_mount:
@@ -164,7 +165,6 @@ def container_init(
 
 def exec_init(p: ProcessPlan, chan: Channel, console: socket.socket | None, preserve_fds: int) -> None:
     """Run in the exec'd process, already inside every namespace of the container."""
-    process.set_oom_score_adj(p)
     if p.terminal:
         os.setsid()
     if console is not None:

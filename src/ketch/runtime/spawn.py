@@ -31,12 +31,14 @@ def _write_map(pid: int, kind: str, mappings: tuple[IDMapping, ...]) -> None:
         raise SetupFailed(f"cannot write {kind}_map: {exc.strerror}", exc.errno) from exc
 
 
-def _fork(ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None]) -> tuple[int, Channel]:
+def _fork(
+    ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None], p: ProcessPlan
+) -> tuple[int, Channel]:
     parent, kid = Channel.pair()
     pid = os.fork()
     if pid == 0:  # C: never returns
         parent.close()
-        init.child(ns, kid, lambda state: body(kid, state))
+        init.child(ns, kid, lambda state: body(kid, state), p)
     kid.close()
     return pid, parent
 
@@ -63,10 +65,11 @@ class Handshake:
         ns: NamespacePlan,
         body: Callable[[Channel, dict[str, Any]], None],
         join_cgroup: Callable[[int], None],
+        p: ProcessPlan,
         maps: tuple[tuple[IDMapping, ...], tuple[IDMapping, ...]] = ((), ()),
     ) -> None:
         self.ns = ns
-        self.child_pid, self.chan = _fork(ns, body)
+        self.child_pid, self.chan = _fork(ns, body, p)
         self.pid = 0
         try:
             join_cgroup(self.child_pid)
@@ -117,7 +120,7 @@ def start_init(
     def body(chan: Channel, state: dict[str, Any]) -> None:
         init.container_init(plan, chan, console, state)
 
-    shake = Handshake(plan.namespaces, body, join_cgroup, maps)
+    shake = Handshake(plan.namespaces, body, join_cgroup, plan.process, maps)
     try:
         shake.proceed(state_for(shake.pid, "created"))
         shake.chan.expect("hooks")
@@ -143,7 +146,7 @@ def start_exec(
     def body(chan: Channel, state: dict[str, Any]) -> None:
         init.exec_init(p, chan, console, preserve_fds)
 
-    shake = Handshake(ns, body, join_cgroup)
+    shake = Handshake(ns, body, join_cgroup, p)
     try:
         shake.proceed({})
         shake.chan.expect("ready")
