@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +34,17 @@ PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n
 
 
 class Engine:
-    """Runs `ketch` with private roots; removes every container and volume and stops the supervisor at the end."""
+    """Runs `ketch` with private roots; removes every container and volume and stops the supervisor at the end.
+    `config`: the engine.json written before first use (Docker's daemon.json keys)."""
 
-    def __init__(self, base: Path, *flags: str) -> None:
+    def __init__(self, base: Path, *flags: str, config: dict[str, Any] | None = None) -> None:
         self.base, self.flags = base, flags
         self.root, self.runroot = base / "root", base / "run"
         self.env = dict(os.environ, KETCH_ROOT=str(self.root), KETCH_RUNROOT=str(self.runroot),
                         KETCH_AUTH_FILE=str(base / "auth.json"))  # fmt: skip
+        if config is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "engine.json").write_text(json.dumps(config))
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 60, **kw: Any
@@ -179,12 +184,25 @@ def mounts_under(base: Path) -> list[str]:
             if (target := line.split()[1]) == str(base) or target.startswith(f"{base}/")]  # fmt: skip
 
 
-def running_engine(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Iterator[Engine]:
-    """An engine with IMAGE imported; at the end nothing of it may be left: containers, supervisor, mounts."""
+def running_engine(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str, config: dict[str, Any] | None = None
+) -> Iterator[Engine]:
+    """An engine with IMAGE imported; at the end nothing of it may be left: containers, supervisor, mounts.
+
+    KETCH_TEST_USERNS_REMAP=USER runs it with engine.json's userns-remap (USER needs /etc/subuid and
+    /etc/subgid ranges): every container then has a user namespace. Its base is then a private
+    directory of /tmp the remapped root can traverse (pytest's are 0700), removed at the end."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    base = tmp_path_factory.mktemp(name)
-    eng = Engine(base, *flags)
+    remap = os.environ.get("KETCH_TEST_USERNS_REMAP", "")
+    if remap and config is None:
+        config = {"userns-remap": remap}
+    if config and config.get("userns-remap"):
+        base = Path(tempfile.mkdtemp(prefix=f"ketch-{name}-"))
+        base.chmod(0o711)
+    else:
+        base = tmp_path_factory.mktemp(name)
+    eng = Engine(base, *flags, config=config)
     busybox_tar(base / "busybox.tar")
     eng("import", "--change", "ENV PATH=/bin", "--change", 'CMD ["sh"]', str(base / "busybox.tar"), IMAGE)
     try:
@@ -197,6 +215,8 @@ def running_engine(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: 
             subprocess.run(["umount", "-l", target], check=False)
         assert not leftovers, f"mounts left behind: {leftovers}"
         left = eng.network_leftovers(bridges)
+        if base.name.startswith("ketch-") and not leftovers:
+            shutil.rmtree(base)
         assert not left, f"network state left behind: {left}"
 
 

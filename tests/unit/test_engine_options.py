@@ -583,7 +583,7 @@ def test_check_memory_swap_unlimited_and_valid_values() -> None:
 def test_check_network_modes() -> None:
     for mode in ("bridge", "default", "none", "host", "container:abc", "mynet"):
         check(RunOptions("a", network=mode))  # whether mynet exists is the engine's question, at create
-    with pytest.raises(Unsupported):
+    with pytest.raises(InvalidArgument, match=r"^--userns: invalid USER mode$"):
         check(RunOptions("a", userns="remap"))
 
 

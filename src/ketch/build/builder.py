@@ -446,6 +446,12 @@ class Builder:
                 scratch = stack.enter_context(tempfile.TemporaryDirectory(dir=self.service.root))
                 copy = os.path.join(scratch, "rw")
                 _copy_any(real, copy)
+                if (remapped := self._remapped()) is not None:
+                    os.chmod(scratch, 0o711)  # the RUN's root must get through to it
+                    if not spec.get("from"):
+                        _chown_tree(
+                            copy, remapped.root
+                        )  # a context copy is the RUN's root's, as it is root's
                 real = copy
             mounts.append(Mount("bind", real, target, readonly))
         return tuple(mounts), _key(*digests)
@@ -468,7 +474,9 @@ class Builder:
             tmp = f"{directory}.{os.getpid()}"
             os.makedirs(tmp, exist_ok=True)
             os.chmod(tmp, int(spec.get("mode", "755"), 8))
-            os.chown(tmp, int(spec.get("uid", "0")), int(spec.get("gid", "0")))
+            owner = int(spec.get("uid", "0")), int(spec.get("gid", "0"))
+            remapped = self._remapped()  # under userns-remap, owned as the RUN container sees it
+            os.chown(tmp, *(remapped.host_ids(*owner) if remapped is not None else owner))
             try:
                 os.rename(tmp, directory)
             except OSError:
@@ -485,17 +493,28 @@ class Builder:
                 return str(stack.enter_context(tempfile.TemporaryDirectory(dir=base)))
         return directory
 
+    def _remapped(self) -> Any:
+        """The engine's userns-remap (RUN containers get a user namespace), None when off."""
+        from ketch.engine import userns
+
+        return userns.remap(self.ctx.root)
+
     def _mount_root(self, name: str, stack: Any) -> str:
         """A stage's or image's rootfs mounted on a directory of its own, for a RUN bind mount."""
         import tempfile
 
+        from ketch.engine import filesystem
         from ketch.linux import syscalls
 
         image = self._stage_or_image(name)
         holder = self._container(_State(image, self._config(image), {}), ["true"], (), "none")
         stack.callback(self._remove, holder)
         target = str(stack.enter_context(tempfile.TemporaryDirectory(dir=self.service.root)))
-        self.service.snapshots.mount(holder.id, target)
+        if self._remapped() is not None:
+            os.chmod(target, 0o711)  # the RUN's root must get through to it
+        filesystem.mount_snapshot(
+            self.service.snapshots, holder, target
+        )  # idmapped as the RUN's, if remapped
         stack.callback(syscalls.umount, target, syscalls.MNT_DETACH)
         return target
 
@@ -506,7 +525,13 @@ class Builder:
         return self._base(name)
 
     def _container(
-        self, state: _State, argv: list[str], env: tuple[str, ...], network: str, mounts: tuple[Any, ...] = ()
+        self,
+        state: _State,
+        argv: list[str],
+        env: tuple[str, ...],
+        network: str,
+        mounts: tuple[Any, ...] = (),
+        userns: str = "",
     ) -> ContainerRecord:
         from ketch.engine.create import create
         from ketch.engine.options import RunOptions
@@ -515,6 +540,7 @@ class Builder:
             image=state.image.id, command=tuple(argv), entrypoint=(), env=env, network=network,
             user=state.config.get("User") or "", workdir=state.config.get("WorkingDir") or "",
             no_healthcheck=True, pull="never", name=f"ketch-build-{os.urandom(6).hex()}", mounts=mounts,
+            userns=userns,
         )  # fmt: skip
         return create(self.ctx, options, state.image, state.config)
 
@@ -648,7 +674,8 @@ class Builder:
                 raise InvalidArgument(f"{self.options.filename}:{ins.line}: {ins.kind} needs a build context")
             return self.root
         image = self._stage_or_image(df.expand(ins.copy_from, env, self.escape))
-        holder = self._container(_State(image, self._config(image), {}), ["true"], (), "none")
+        # read as the image has it: no user namespace, so its owners are not shown as host ids
+        holder = self._container(_State(image, self._config(image), {}), ["true"], (), "none", userns="host")
         stack.callback(self._remove, holder)
         return Root(stack.enter_context(filesystem.rootfs(self.ctx, holder)))
 
@@ -880,6 +907,13 @@ def _copy_any(src: str, dst: str) -> None:
     import subprocess
 
     subprocess.run(["cp", "-a", "--", src, dst], check=True, capture_output=True)
+
+
+def _chown_tree(top: str, owner: tuple[int, int]) -> None:
+    os.chown(top, *owner, follow_symlinks=False)
+    for parent, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.chown(os.path.join(parent, name), *owner, follow_symlinks=False)
 
 
 def _content_digest(picked: list[tuple[Source, bool]], extra: Any) -> str:

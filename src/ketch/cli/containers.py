@@ -40,7 +40,7 @@ RUN_FLAGS = (
     Flag("mac-address", value=True), Flag("network-alias", value=True, multi=True),
     Flag("dns", value=True, multi=True), Flag("dns-search", value=True, multi=True),
     Flag("dns-option", value=True, multi=True), Flag("add-host", value=True, multi=True),
-    Flag("detach-keys", value=True),
+    Flag("detach-keys", value=True), Flag("log-driver", value=True), Flag("log-opt", value=True, multi=True),
 )  # fmt: skip
 
 
@@ -80,6 +80,7 @@ def run_options(cmd: Parsed) -> RunOptions:
         health=_health(cmd), no_healthcheck=cmd.boolean("no-healthcheck"),
         network=cmd.string("network") or cmd.string("net") or "bridge", userns=cmd.string("userns"),
         pull=cmd.string("pull") or "missing", platform=cmd.string("platform"), **_networking(cmd),
+        log_driver=cmd.string("log-driver"), log_opts=o.parse_log_opts(cmd.strings("log-opt")),
     )  # fmt: skip
     options = o.resolve_files(options)
     o.check(options)
@@ -299,16 +300,22 @@ def logs(g: Parsed, cmd: Parsed) -> int:
         raise InvalidArgument('"ketch logs" requires exactly 1 argument')
     store = ctx.containers()
     record = store.find(cmd.args[0])
-    path = store.path(record.id, f"{record.id}-json.log")
+    if log.log_config_of(record)[0] == "none":
+        sys.stderr.write("Error response from daemon: configured logging driver does not support reading\n")
+        return 1
     tail_text = cmd.string("tail") or "all"
     tail = -1 if tail_text == "all" else cmd.integer("tail")
     since, until = _when(cmd.string("since")), _when(cmd.string("until"))
-    offset = os.path.getsize(path) if os.path.exists(path) else 0
-    for entry in log.read(path, tail, since, until):
-        _show(entry, cmd.boolean("timestamps"))
-    if cmd.boolean("follow"):
-        for entry in log.follow(path, offset, lambda: store.state(record.id).running):
-            _show(entry, cmd.boolean("timestamps"))
+    stamps, details = cmd.boolean("timestamps"), cmd.boolean("details")
+    reader = log.LogReader(store.path(record.id, f"{record.id}-json.log"))
+    try:
+        for entry in reader.entries(tail, since, until):
+            _show(entry, stamps, details)
+        if cmd.boolean("follow"):
+            for entry in reader.follow(lambda: store.state(record.id).running, since, until):
+                _show(entry, stamps, details)
+    finally:
+        reader.close()
     return 0
 
 
@@ -329,9 +336,13 @@ def _when(text: str) -> float:
         return time.time() - go_duration(text)
 
 
-def _show(entry: Any, timestamps: bool) -> None:
+def _show(entry: Any, timestamps: bool, details: bool) -> None:
+    """One entry as Docker's daemon streams it: [time ][attrs ]line (--details: k=v,k2=v2, maybe empty)."""
+    from ketch.engine import logs as log
+
+    line = f"{log.details(entry.attrs)} {entry.log}" if details else entry.log
     target = sys.stdout if entry.stream == "stdout" else sys.stderr
-    target.write(f"{entry.time} {entry.log}" if timestamps else entry.log)
+    target.write(f"{log.fixed_time(entry.time)} {line}" if timestamps else line)
     target.flush()
 
 

@@ -52,23 +52,26 @@ def _hostname(record: ContainerRecord, options: RunOptions) -> str:
 
 
 def _prepare(ctx: Context, record: ContainerRecord, options: RunOptions, wiring: Any) -> Prepared:
-    from ketch.engine import specconv, users
+    from ketch.engine import specconv, userns, users
 
     store, images = ctx.containers(), ctx.images()
     image = images.get(record.image)
     image_config: dict[str, Any] = images.config_json(image).get("config") or {}
     directory = store.path(record.id)
     rootfs = os.path.join(directory, "rootfs")
-    _mount(images, record.id, rootfs)
+    remapped = userns.of(record)  # a user namespace: its root owns the files ketch makes for it
+    owner = remapped.root if remapped is not None else None
+    _mount(images, record.id, rootfs, remapped)
     hostname = wiring.hostname or specconv.hostname_of(options, record.id)
-    files = _etc_files(directory, hostname, wiring)
+    files = _etc_files(directory, hostname, wiring, owner)
     inputs = specconv.SpecInputs(
         options=options, image_config=image_config, container_id=record.id, rootfs=rootfs,
         user=users.resolve_user(rootfs, specconv.user_spec_of(options, image_config)),
         hosts_file=files["hosts"], resolv_file=files["resolv.conf"], hostname_file=files["hostname"],
-        volume_sources=_volumes(ctx, record, options, image_config), cgroups_path=f"/ketch/{record.id}",
+        volume_sources=_volumes(ctx, record, options, image_config, owner), cgroups_path=f"/ketch/{record.id}",
         cgroup_v2=_cgroup_v2(), init_path=_init_path() if options.init else "",
         device_nodes=_devices(options), hostname=hostname, network_path=wiring.netns,
+        uid_mappings=remapped.uid_map if remapped else (), gid_mappings=remapped.gid_map if remapped else (),
     )  # fmt: skip
     spec = specconv.container_spec(inputs)
     atomic_write(os.path.join(directory, "config.json"), jsonio.dumps(spec).encode(), 0o600, durable=False)
@@ -95,27 +98,48 @@ def _is_mount(path: str) -> bool:
         return any(line.split(b" ", 5)[4] == target for line in f)
 
 
-def _mount(images: Any, container_id: str, rootfs: str) -> None:
+def _mount(images: Any, container_id: str, rootfs: str, remapped: Any = None) -> None:
     os.makedirs(rootfs, exist_ok=True)
-    if not _is_mount(rootfs):
+    if _is_mount(rootfs):
+        return
+    if remapped is None:
         images.snapshots.mount(container_id, rootfs)
+        return
+    from ketch.linux import idmap
+
+    userns = idmap.userns_fd(remapped.uid_map, remapped.gid_map)  # the layers show through its mapping
+    try:
+        images.snapshots.mount(container_id, rootfs, userns)
+    finally:
+        os.close(userns)
 
 
-def _etc_files(directory: str, hostname: str, wiring: Any) -> dict[str, str]:
-    """/etc/hostname, /etc/hosts and /etc/resolv.conf of the container (see networks.wire)."""
+def _etc_files(
+    directory: str, hostname: str, wiring: Any, owner: tuple[int, int] | None = None
+) -> dict[str, str]:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf of the container (see networks.wire);
+    with a user namespace they are its root's, as they are root's without one."""
     paths = {name: os.path.join(directory, name) for name in ("hostname", "hosts", "resolv.conf")}
     # rebuilt at every start, so they need no fsync
     atomic_write(paths["hostname"], f"{hostname}\n".encode(), 0o644, durable=False)
     atomic_write(paths["hosts"], wiring.hosts.encode(), 0o644, durable=False)
     atomic_write(paths["resolv.conf"], wiring.resolv.encode(), 0o644, durable=False)
+    if owner is not None:
+        for path in paths.values():
+            os.chown(path, *owner)
     return paths
 
 
 def _volumes(
-    ctx: Context, record: ContainerRecord, options: RunOptions, image_config: dict[str, Any]
+    ctx: Context,
+    record: ContainerRecord,
+    options: RunOptions,
+    image_config: dict[str, Any],
+    owner: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Host directories for named and anonymous volumes. A new volume starts with a copy of what
-    the image has at its mount point, as Docker does."""
+    the image has at its mount point, as Docker does; under a user namespace its root owns it
+    (the copy keeps the ids the idmapped rootfs shows, which are already host ids)."""
     from ketch.engine import specconv
 
     anonymous: dict[str, str] = record.host_config.setdefault("KetchAnonymousVolumes", {})
@@ -128,17 +152,19 @@ def _volumes(
         data = os.path.join(ctx.root, "volumes", name, "_data")
         seed = os.path.join(ctx.containers().path(record.id, "rootfs"), mount.target.lstrip("/"))
         if not os.path.isdir(data):
-            _new_volume(data, seed, "nocopy" not in mount.options)
+            _new_volume(data, seed, "nocopy" not in mount.options, owner)
         elif "nocopy" not in mount.options and not os.listdir(data):
             _fill(data, seed)  # an empty volume (`volume create`) takes the image's content, as Docker's
         sources[mount.target] = data
     return sources
 
 
-def _new_volume(data: str, seed: str, copy: bool) -> None:
+def _new_volume(data: str, seed: str, copy: bool, owner: tuple[int, int] | None = None) -> None:
     """Create a volume's directory, filled from `seed` (the image's content at the mount point)."""
     tmp = data + ".new"
     os.makedirs(tmp, mode=0o755, exist_ok=True)
+    if owner is not None:
+        os.chown(tmp, *owner)
     if copy:
         _fill(tmp, seed)
     os.rename(tmp, data)

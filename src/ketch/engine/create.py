@@ -58,13 +58,25 @@ def create(
     ctx: Context, options: RunOptions, image: ImageRecord, image_config: dict[str, Any]
 ) -> ContainerRecord:
     """Record the container and prepare its snapshot; on any failure nothing is left behind."""
-    from ketch.engine import names, networks, specconv
+    from ketch.engine import names, networks, specconv, userns
+    from ketch.engine.context import engine_config
+    from ketch.engine.options import log_config
 
+    # the log settings first: a bad --log-opt leaves nothing behind
+    logging = log_config(options.log_driver, options.log_opts, engine_config(ctx.root))
+
+    remapped = userns.remap(ctx.root)  # engine.json's userns-remap: every container but --userns=host's
+    userns.check(options, remapped is not None)
+    own = remapped if remapped is not None and options.userns != "host" else None
     container_id = new_id()
     name = check_name(options.name) if options.name else names.generate(ctx.containers())
     command = specconv.command_of(options, image_config)
     mode, attachments = networks.plan(ctx, options)
     host_config = {**_host_config(options), **_network_config(options, mode, attachments)}
+    host_config["LogConfig"] = logging
+    if own is not None:
+        host_config[userns.KEY] = userns.record_json(own)
+        userns.open_root(ctx.root, ctx.containers().path(container_id), own.root)
     record = ContainerRecord(
         id=container_id, name=name, created=rfc3339(), image=image.id, image_ref=options.image,
         config=_docker_config(options, image_config, command), host_config=host_config,
@@ -81,7 +93,10 @@ def create(
             # another create took the generated name since we looked: draw again, as Docker does
             record = replace(record, name=names.generate(store))
     try:
-        ctx.images().snapshots.prepare(container_id, image.chain[-1] if image.chain else None)
+        if own is not None:
+            userns.own_directory(store.path(container_id), own.root)
+        root_owner = own.root if own is not None else None
+        ctx.images().snapshots.prepare(container_id, image.chain[-1] if image.chain else None, root_owner)
     except BaseException:
         store.remove(record)
         raise
@@ -150,7 +165,7 @@ def _host_config(options: RunOptions) -> dict[str, Any]:
         "SecurityOpt": list(options.security_opt) or None, "Memory": options.memory,
         "MemorySwap": options.memory_swap, "MemoryReservation": options.memory_reservation,
         "NanoCpus": options.nano_cpus, "CpuShares": options.cpu_shares, "CpusetCpus": options.cpuset_cpus,
-        "PidsLimit": options.pids_limit or None, "Init": options.init or None,
+        "PidsLimit": options.pids_limit or None, "Init": options.init or None, "UsernsMode": options.userns,
         "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in options.mounts if m.type == "bind"] or None,
         "Ketch": options_to_json(options),
     }  # fmt: skip

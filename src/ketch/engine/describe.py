@@ -37,12 +37,17 @@ def container_json(ctx: Context, record: ContainerRecord, state: State) -> dict[
     host_config = {k: v for k, v in record.host_config.items() if not k.startswith("Ketch")}
     config = {k: v for k, v in record.config.items() if not k.startswith("Ketch")}
     config["Hostname"] = config.get("Hostname") or record.id[:12]
+    # Docker sets LogPath when the json-file logger first starts, and never for other drivers
+    json_file = (record.host_config.get("LogConfig") or {}).get("Type", "json-file") == "json-file"
+    log_path = (
+        os.path.join(directory, f"{record.id}-json.log") if json_file and state.started_at != ZERO else ""
+    )
     return {
         "Id": record.id, "Created": record.created, "Path": record.path, "Args": list(record.args),
         "State": state_json(state), "Image": record.image,
         "ResolvConfPath": os.path.join(directory, "resolv.conf"),
         "HostnamePath": os.path.join(directory, "hostname"), "HostsPath": os.path.join(directory, "hosts"),
-        "LogPath": os.path.join(directory, f"{record.id}-json.log"), "Name": "/" + record.name,
+        "LogPath": log_path, "Name": "/" + record.name,
         "RestartCount": state.restart_count, "Driver": "overlay2" if ctx.driver != "vfs" else "vfs",
         "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
         "HostConfig": host_config, "Mounts": mounts_json(ctx, record), "Config": config,

@@ -11,6 +11,11 @@ same rules.
 A stopped container's snapshot is mounted on a private directory, opened and detached at once:
 the mount then lives only as long as the fd (`/proc/self/fd/<fd>`), so neither an error nor a
 kill can leave it behind.
+
+A container with a user namespace (userns-remap) shows its files with host ids, in its mount as
+on its overlay upper directory: what leaves it (cp, export, a committed layer, diff's owners) is
+translated back to the container's ids, and what comes in (cp) to the host's, as Docker's archiver
+does with its IdentityMapping.
 """
 
 from __future__ import annotations
@@ -71,6 +76,14 @@ def _root(ctx: Context, record: ContainerRecord) -> Iterator[int]:
     """An O_PATH fd of the merged rootfs. A stopped container's lock is held while its private mount
     lives, so a start waits for it instead of mounting the same upper directory twice."""
     store = ctx.containers()
+    if _remapped(record) is not None and ctx.images().snapshots.driver == "vfs":
+        # its tree, read and written directly: idmapped, ketch (host root, unmapped) could not create in it
+        fd = os.open(ctx.images().snapshots.upper_dir(record.id), _PATH_DIR)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+        return
     fd = _open_live(store, record.id, store.state(record.id).running)
     if fd >= 0:
         try:
@@ -121,13 +134,55 @@ def _open_private(ctx: Context, record: ContainerRecord) -> int:
     snapshots = ctx.images().snapshots
     target = tempfile.mkdtemp(prefix=".fs-", dir=ctx.containers().path(record.id))
     try:
-        snapshots.mount(record.id, target)
+        mount_snapshot(snapshots, record, target)
         try:
             return os.open(target, _PATH_DIR)
         finally:
             syscalls.umount(target, syscalls.MNT_DETACH)
     finally:
         os.rmdir(target)
+
+
+def mount_snapshot(snapshots: Any, record: ContainerRecord, target: str) -> None:
+    """As the container mounts it: idmapped with its user namespace's mapping, if it has one."""
+    remapped = _remapped(record)
+    if remapped is None:
+        snapshots.mount(record.id, target)
+        return
+    from ketch.linux import idmap
+
+    userns = idmap.userns_fd(remapped.uid_map, remapped.gid_map)
+    try:
+        snapshots.mount(record.id, target, userns)
+    finally:
+        os.close(userns)
+
+
+def _remapped(record: ContainerRecord) -> Any:
+    """The container's userns.Remap, None without a user namespace."""
+    from ketch.engine import userns
+
+    return userns.of(record)
+
+
+def _host_view(ctx: Context, record: ContainerRecord) -> Any:
+    """The container's userns.Remap when its files show host ids (overlay: its mounts and its
+    upper directory); None when they show its own ids (no user namespace; vfs, whose copy is
+    idmapped whole and read directly here)."""
+    remapped = _remapped(record)
+    return remapped if remapped is not None and ctx.images().snapshots.driver == "overlay" else None
+
+
+def _to_container(ctx: Context, record: ContainerRecord) -> Callable[[int, int], tuple[int, int]] | None:
+    """Owners read from the container's files as the container sees them."""
+    remapped = _host_view(ctx, record)
+    return None if remapped is None else remapped.container_ids
+
+
+def _to_host(ctx: Context, record: ContainerRecord) -> Callable[[int, int], tuple[int, int]] | None:
+    """The container's owners as its files store them."""
+    remapped = _host_view(ctx, record)
+    return None if remapped is None else remapped.host_ids
 
 
 # --- resolving container paths ----------------------------------------------------------------------
@@ -278,11 +333,18 @@ class _Archiver:
     """A PAX tar of entries read through directory fds: numeric owners, xattrs, devices, fifos,
     hardlinks, and symlinks stored as such (never followed)."""
 
-    def __init__(self, out: Any, owner: tuple[int, int] | None = None, plain: bool = False) -> None:
+    def __init__(
+        self,
+        out: Any,
+        owner: tuple[int, int] | None = None,
+        plain: bool = False,
+        ids: Callable[[int, int], tuple[int, int]] | None = None,
+    ) -> None:
         self.tar = tarfile.open(fileobj=out, mode="w|", bufsize=_CHUNK, format=tarfile.PAX_FORMAT,  # noqa: SIM115
                                 encoding="utf-8", errors="surrogateescape")  # fmt: skip
         self.tar.copybufsize = _CHUNK  # type: ignore[attr-defined]  # file data in 1 MiB reads, not 16 KiB
         self.owner = owner  # (uid, gid) for every entry instead of the real ones
+        self.ids = ids  # else the real ones through this (a user namespace's host ids -> its own)
         self.plain = plain  # refuse names the layer unpacker would take for whiteouts
         self.links: dict[tuple[int, int], str] = {}
 
@@ -358,7 +420,9 @@ class _Archiver:
         info = tarfile.TarInfo(arcname)
         mode = st.st_mode
         info.mode = stat.S_IMODE(mode)
-        info.uid, info.gid = self.owner or (st.st_uid, st.st_gid)
+        info.uid, info.gid = self.owner or (
+            self.ids(st.st_uid, st.st_gid) if self.ids else (st.st_uid, st.st_gid)
+        )
         info.mtime = int(st.st_mtime)  # whole seconds, as Docker's archives
         if stat.S_ISREG(mode):
             info.type = tarfile.REGTYPE
@@ -509,7 +573,8 @@ def container_changes(ctx: Context, record: ContainerRecord) -> list[Change]:
     try:
         if snapshots.driver == "overlay":
             image = service.get(record.image)
-            overlay = _OverlayDiff(_Lowers([snapshots.layer_dir(key) for key in reversed(image.chain)]))
+            overlay = _OverlayDiff(_Lowers([snapshots.layer_dir(key) for key in reversed(image.chain)]),
+                                   _to_container(ctx, record))  # fmt: skip
             overlay.visit(fd, "")
             return overlay.out
         parent = snapshots.parent(record.id)
@@ -535,8 +600,11 @@ def _placeholder(rel: str, st: os.stat_result, below: os.stat_result | None, inn
     return rel in _INIT_FILES and stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
-def _meta_differs(st: os.stat_result, old: os.stat_result) -> bool:
-    return (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (
+def _meta_differs(
+    st: os.stat_result, old: os.stat_result, ids: Callable[[int, int], tuple[int, int]] | None = None
+) -> bool:
+    owner = ids(st.st_uid, st.st_gid) if ids else (st.st_uid, st.st_gid)
+    return (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), *owner) != (
         stat.S_IFMT(old.st_mode), stat.S_IMODE(old.st_mode), old.st_uid, old.st_gid)  # fmt: skip
 
 
@@ -602,8 +670,9 @@ class _OverlayDiff:
     """An overlay upper directory as changes: 0/0 character devices are deletions; anything else is
     a change where the image has the path and an addition where it has not."""
 
-    def __init__(self, lowers: _Lowers) -> None:
+    def __init__(self, lowers: _Lowers, ids: Callable[[int, int], tuple[int, int]] | None = None) -> None:
         self.lowers = lowers
+        self.ids = ids  # the upper directory's owners as the image's (a user namespace's)
         self.out: list[Change] = []
 
     def visit(self, fd: int, prefix: str) -> bool:
@@ -644,7 +713,11 @@ class _OverlayDiff:
         keep = (
             inner
             or opaque
-            or (_meta_differs(st, below) if below is not None else not _placeholder(rel, st, below, inner))
+            or (
+                _meta_differs(st, below, self.ids)
+                if below is not None
+                else not _placeholder(rel, st, below, inner)
+            )
         )
         if not keep:
             del self.out[mark]
@@ -722,7 +795,7 @@ def _same(fd: int, name: str, st: os.stat_result, old_path: str, old: os.stat_re
 def export(ctx: Context, record: ContainerRecord, out: BinaryIO) -> None:
     """Docker's export: a tar of the container's merged rootfs (without what is mounted in it)."""
     with _root(ctx, record) as root:
-        archiver = _Archiver(out)
+        archiver = _Archiver(out, ids=_to_container(ctx, record))
         archiver.tree(root, ".", "", top=False)
         archiver.close()
 
@@ -790,7 +863,7 @@ def copy_out(ctx: Context, record: ContainerRecord, path: str, out: BinaryIO, fo
     counter = _Counter(out)
     with _root(ctx, record) as root, _source(record, root, path, follow) as (entry, st):
         contents = stat.S_ISDIR(st.st_mode) and _contents(path)
-        archiver = _Archiver(counter)
+        archiver = _Archiver(counter, ids=_to_container(ctx, record))
         _archive_source(ctx, record, archiver, entry, "." if contents else _base(path, entry), True)
         archiver.close()
     return counter.size
@@ -842,10 +915,11 @@ def copy_in(ctx: Context, record: ContainerRecord, src: str | BinaryIO, dst: str
     from the host are owned by root unless `archive` keeps their owners. The bytes copied."""
     if record.host_config.get("ReadonlyRootfs"):
         raise Conflict("container rootfs is marked read-only")
+    ids = _to_host(ctx, record)
     with _root(ctx, record) as root:
         if not isinstance(src, str):
-            return _tar_in(record, root, src, dst)
-        return _host_in(record, root, src, dst, archive, follow)
+            return _tar_in(record, root, src, dst, ids)
+        return _host_in(record, root, src, dst, archive, follow, ids)
 
 
 def _resolve_dst(record: ContainerRecord, root: int, dst: str) -> Entry:
@@ -856,7 +930,13 @@ def _resolve_dst(record: ContainerRecord, root: int, dst: str) -> Entry:
         raise _missing(record, parent or dst) from None
 
 
-def _tar_in(record: ContainerRecord, root: int, stream: BinaryIO, dst: str) -> int:
+def _tar_in(
+    record: ContainerRecord,
+    root: int,
+    stream: BinaryIO,
+    dst: str,
+    ids: Callable[[int, int], tuple[int, int]] | None,
+) -> int:
     from ketch.image.layers import apply_layer
 
     with _resolve_dst(record, root, dst) as entry:
@@ -868,7 +948,7 @@ def _tar_in(record: ContainerRecord, root: int, stream: BinaryIO, dst: str) -> i
         fd = entry.open_dir()
     counted = _Reading(stream)
     try:
-        apply_layer(cast("BinaryIO", counted), f"/proc/self/fd/{fd}", overlay=False)
+        apply_layer(cast("BinaryIO", counted), f"/proc/self/fd/{fd}", overlay=False, ids=ids)
     finally:
         os.close(fd)
     return counted.size
@@ -886,7 +966,8 @@ class _Reading:
         return data
 
 
-def _host_in(record: ContainerRecord, root: int, src: str, dst: str, archive: bool, follow: bool) -> int:
+def _host_in(record: ContainerRecord, root: int, src: str, dst: str, archive: bool, follow: bool,
+             ids: Callable[[int, int], tuple[int, int]] | None) -> int:  # fmt: skip
     from ketch.image.layers import apply_layer
 
     try:
@@ -912,7 +993,9 @@ def _host_in(record: ContainerRecord, root: int, src: str, dst: str, archive: bo
             os.close(parent)
 
     try:
-        return _pipe(produce, lambda stream: apply_layer(stream, f"/proc/self/fd/{fd}", overlay=False))
+        return _pipe(
+            produce, lambda stream: apply_layer(stream, f"/proc/self/fd/{fd}", overlay=False, ids=ids)
+        )
     finally:
         os.close(fd)
 
@@ -992,16 +1075,18 @@ def _write_layer(
     plain = _Hashing(gz)
     fd = os.open(ctx.images().snapshots.upper_dir(record.id), _READ_DIR)
     try:
-        _layer_tar(fd, found, plain)
+        _layer_tar(fd, found, plain, _to_container(ctx, record))
     finally:
         os.close(fd)
         gz.close()
     return plain.digest(), blob.digest(), blob.size
 
 
-def _layer_tar(upper: int, found: list[Change], out: _Hashing) -> None:
+def _layer_tar(
+    upper: int, found: list[Change], out: _Hashing, ids: Callable[[int, int], tuple[int, int]] | None = None
+) -> None:
     """The changes as an OCI layer: deletions as .wh.<name>, opaque directories with .wh..wh..opq."""
-    archiver = _Archiver(out)
+    archiver = _Archiver(out, ids=ids)
     for change in found:
         parent, _, base = change.path.rpartition("/")
         if change.kind == "D":

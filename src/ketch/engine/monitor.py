@@ -67,11 +67,11 @@ class Monitor:
             os._exit(code)
 
     def _serve(self, client: int, attach: bool) -> int:
-        from ketch.engine.logs import LogWriter
+        from ketch.engine.logs import open_writer
         from ketch.runtime import lifecycle
 
         lifecycle.become_subreaper()
-        self.log = LogWriter(self.store.path(self.id, f"{self.id}-json.log"))
+        self.log = open_writer(self.record, self.store.path(self.id, f"{self.id}-json.log"))
         self._listen()
         io = self._start()
         if attach:

@@ -26,6 +26,7 @@ from ketch.record import Record, field, replace
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
 
 
 class Mount(Record):
@@ -122,6 +123,8 @@ class RunOptions(Record):
     userns: str = ""
     pull: str = "missing"
     platform: str = ""
+    log_driver: str = ""  # "": the engine's default (engine.json "log-driver", else json-file)
+    log_opts: dict[str, str] = field(default_factory=dict)  # --log-opt KEY=VALUE
 
 
 class SecurityOptions(Record):
@@ -146,6 +149,7 @@ def invalid(value: str, flag: str, reason: str) -> InvalidArgument:
 # --- numbers: sizes, cpus, durations -------------------------------------------------------------
 
 _BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 
 
 def _unsigned(text: str) -> str:
@@ -176,8 +180,10 @@ def _go_float(num: str) -> float:
     return value
 
 
-def ram_in_bytes(text: str) -> int:
-    """go-units' RAMInBytes: "512k", "1.5g", "100", "10 MiB"; raises ValueError with its message."""
+def ram_in_bytes(text: str, units: Mapping[str, int] | None = None) -> int:
+    """go-units' RAMInBytes: "512k", "1.5g", "100", "10 MiB"; raises ValueError with its message.
+    With `units` (_DECIMAL), go-units' FromHumanSize: the same syntax, powers of 1000."""
+    units = _BINARY if units is None else units
     sep = max(text.rfind(c) for c in "0123456789. ")
     if sep == -1:
         raise ValueError(f"invalid size: '{text}'")
@@ -192,9 +198,9 @@ def ram_in_bytes(text: str) -> int:
     sfx = sfx.lower()
     if sfx == "b":
         return int(size)
-    if sfx[0] not in _BINARY or sfx[1:] not in ("", "b", "ib"):
+    if sfx[0] not in units or sfx[1:] not in ("", "b", "ib"):
         raise ValueError(f"invalid suffix: '{sfx}'")
-    return int(size * _BINARY[sfx[0]])
+    return int(size * units[sfx[0]])
 
 
 def parse_size(text: str, flag: str, *, unlimited: bool = False) -> int:
@@ -763,6 +769,118 @@ def parse_security_opts(items: Iterable[str]) -> SecurityOptions:
     return out
 
 
+# --- logging: --log-driver, --log-opt --------------------------------------------------------------
+
+LOG_DRIVERS = ("json-file", "none")
+_JSON_FILE_OPTS = ("max-file", "max-size", "compress", "labels", "labels-regex", "env", "env-regex", "tag")
+_BUILTIN_LOG_OPTS = ("mode", "max-buffer-size")  # dockerd takes these for every driver
+
+
+class JsonFileSettings(Record):
+    max_size: int = -1  # bytes (powers of 1000, go-units' FromHumanSize); -1: never rotate
+    max_file: int = 1
+    compress: bool = False
+
+
+def parse_log_opts(items: Iterable[str]) -> dict[str, str]:
+    """--log-opt KEY=VALUE, as the docker CLI reads them: a bare KEY has an empty value, the last wins."""
+    opts: dict[str, str] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        opts[key] = value
+    return opts
+
+
+def log_config(driver: str, opts: Mapping[str, str], engine: Mapping[str, Any]) -> dict[str, Any]:
+    """HostConfig.LogConfig as dockerd makes it: the driver (engine.json's "log-driver" when not
+    given, else json-file); when it is the engine's driver, engine.json's "log-opts" fill the
+    options not given. Checked as dockerd checks it, so a bad one creates nothing."""
+    default = engine.get("log-driver") or "json-file"
+    defaults = engine.get("log-opts") or {}
+    if not isinstance(default, str) or not isinstance(defaults, dict):
+        raise InvalidArgument('engine.json: "log-driver" must be a string and "log-opts" an object')
+    kind = driver or default
+    config = dict(opts)
+    if kind == default:
+        for key, value in defaults.items():
+            if not isinstance(value, str):  # daemon.json's rule: numbers and booleans quoted too
+                raise InvalidArgument(f'engine.json: the value of log-opts "{key}" must be a string')
+            config.setdefault(key, value)
+    check_log_config(kind, config)
+    return {"Type": kind, "Config": config}
+
+
+def check_log_config(kind: str, config: Mapping[str, str]) -> None:
+    """dockerd's ValidateLogOpts and the json-file driver's own checks, with their messages (dockerd
+    checks the values only when the container starts; ketch refuses them at create)."""
+    if kind == "none":
+        return
+    mode = config.get("mode", "")
+    if mode not in ("", "blocking", "non-blocking"):
+        raise InvalidArgument(f"logger: logging mode not supported: {mode}")
+    if "max-buffer-size" in config:
+        if mode != "non-blocking":
+            raise InvalidArgument("logger: max-buffer-size option is only supported with 'mode=non-blocking'")
+        try:
+            ram_in_bytes(config["max-buffer-size"])
+        except ValueError as exc:
+            raise InvalidArgument(f"error parsing option max-buffer-size: {exc}") from None
+    if kind not in LOG_DRIVERS:
+        raise InvalidArgument(f"logger: no log driver named '{kind}' is registered")
+    unknown = next((k for k in config if k not in _JSON_FILE_OPTS and k not in _BUILTIN_LOG_OPTS), None)
+    if unknown is not None:
+        raise InvalidArgument(f"unknown log opt '{unknown}' for json-file log driver")
+    if mode == "non-blocking":
+        raise Unsupported(
+            "logger: mode=non-blocking is not supported: the monitor writes each line as it reads it"
+        )
+    json_file_settings(config)
+    for key in ("labels-regex", "env-regex"):
+        if config.get(key):
+            import re
+
+            try:
+                re.compile(config[key])
+            except re.error as exc:
+                raise InvalidArgument(f"error parsing regexp: {exc}: `{config[key]}`") from None
+    if config.get("tag"):
+        from ketch.engine.logs import render_tag
+
+        render_tag(config["tag"], {})
+
+
+def json_file_settings(config: Mapping[str, str]) -> JsonFileSettings:
+    """max-size, max-file and compress, with the json-file driver's messages."""
+    max_size = -1
+    if "max-size" in config:
+        try:
+            max_size = ram_in_bytes(config["max-size"], _DECIMAL)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if max_size <= 0:
+            raise InvalidArgument("max-size must be a positive number")
+    max_file = 1
+    if "max-file" in config:
+        text = config["max-file"]
+        if not _is_int(text) or not -(1 << 63) <= int(text) < 1 << 63:
+            reason = "invalid syntax" if not _is_int(text) else "value out of range"
+            raise InvalidArgument(f"strconv.Atoi: parsing {quote(text)}: {reason}")
+        max_file = int(text)
+        if max_file < 1:
+            raise InvalidArgument("max-file cannot be less than 1")
+    compress = False
+    if "compress" in config:
+        flag = _go_bool(config["compress"])
+        if flag is None:
+            raise InvalidArgument(f"strconv.ParseBool: parsing {quote(config['compress'])}: invalid syntax")
+        if flag and (max_file == 1 or max_size == -1):
+            raise InvalidArgument(
+                "compress cannot be true when max-file is less than 2 or max-size is not set"
+            )
+        compress = flag
+    return JsonFileSettings(max_size, max_file, compress)
+
+
 # --- whole-options checks and the client-side file step -----------------------------------------
 
 _MIN_MEMORY = 6 * 1024 * 1024
@@ -791,12 +909,14 @@ def check(options: RunOptions) -> None:
             f'invalid pull option: \'{options.pull}\': must be one of "always", "missing" or "never"'
         )
     check_network(options)
-    if options.userns not in ("", "host"):
-        raise Unsupported(f"user namespace mode {options.userns!r} is not supported (only host)")
+    if options.userns not in ("", "host"):  # a private one comes from the engine's userns-remap
+        raise InvalidArgument("--userns: invalid USER mode")
     if options.platform:
         from ketch.oci.image import Platform
 
         Platform.parse(options.platform)
+    if options.log_driver == "none" and options.log_opts:
+        raise InvalidArgument("invalid logging opts for driver none")  # the docker CLI's check
 
 
 def _check_mounts(o: RunOptions) -> None:

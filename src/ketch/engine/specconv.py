@@ -10,7 +10,8 @@ defaults follow moby's oci/defaults.go and daemon/oci_linux.go (Docker Engine 28
 - Docker's 14 capabilities in the bounding, effective and permitted sets (none inheritable or
   ambient, since Docker 20.10.14); --cap-add/--cap-drop take ALL, names with or without CAP_
 - Docker's masked and readonly paths; Docker's device cgroup allow list plus --device
-- namespaces mount, network (not with --network host), uts, pid, ipc, and cgroup on cgroup v2
+- namespaces mount, network (not with --network host), uts, pid, ipc, and cgroup on cgroup v2;
+  user with the engine's userns-remap mappings (uid_mappings), then no ping_group_range sysctl
 - Docker's default seccomp profile (engine.seccomp_default) for the final capabilities, none for
   --privileged or seccomp=unconfined, a Docker-format profile from seccomp=<file or JSON>
 - --privileged: every capability, no masked/readonly paths, /sys and cgroupfs writable, no
@@ -113,6 +114,9 @@ class SpecInputs(Record):
     kernel: str = ""  # uname release for seccomp minKernel rules; "" is the host's
     default_sysctls: bool = True  # False where they cannot be set (a rootless user namespace)
     environ: dict[str, str] | None = None  # for -e VAR lookups; None is os.environ
+    # a user namespace of its own with these (container id, host id, size) ranges (userns-remap)
+    uid_mappings: tuple[tuple[int, int, int], ...] = ()
+    gid_mappings: tuple[tuple[int, int, int], ...] = ()
 
 
 # --- process: command, environment, user, capabilities ------------------------------------------
@@ -605,8 +609,14 @@ def seccomp_of(options: RunOptions, caps: list[str], arch: str = "", kernel: str
 # --- the spec ----------------------------------------------------------------------------------
 
 
-def namespaces_of(options: RunOptions, cgroup_v2: bool = True, network_path: str = "") -> list[Json]:
-    kinds = ["mount", "network", "uts", "pid", "ipc"] + (["cgroup"] if cgroup_v2 else [])
+def namespaces_of(
+    options: RunOptions, cgroup_v2: bool = True, network_path: str = "", user: bool = False
+) -> list[Json]:
+    kinds = (
+        ["mount", "network", "uts", "pid", "ipc"]
+        + (["cgroup"] if cgroup_v2 else [])
+        + (["user"] if user else [])
+    )
     if options.network == "host":
         kinds.remove("network")  # the host's network namespace is shared
     return [
@@ -616,11 +626,15 @@ def namespaces_of(options: RunOptions, cgroup_v2: bool = True, network_path: str
 
 def _linux(inputs: SpecInputs, caps: list[str]) -> Json:
     o = inputs.options
+    user = bool(inputs.uid_mappings)
     linux: Json = {
-        "namespaces": namespaces_of(o, inputs.cgroup_v2, inputs.network_path),
+        "namespaces": namespaces_of(o, inputs.cgroup_v2, inputs.network_path, user),
         "resources": resources_of(o, inputs.device_nodes),
         "devices": [_device_json(n) for n in {n.path: n for n in inputs.device_nodes}.values()],
     }
+    if user:
+        linux["uidMappings"] = [{"containerID": c, "hostID": h, "size": n} for c, h, n in inputs.uid_mappings]
+        linux["gidMappings"] = [{"containerID": c, "hostID": h, "size": n} for c, h, n in inputs.gid_mappings]
     if inputs.cgroups_path:
         linux["cgroupsPath"] = inputs.cgroups_path
     if not o.privileged:
@@ -628,6 +642,8 @@ def _linux(inputs: SpecInputs, caps: list[str]) -> Json:
         linux["readonlyPaths"] = list(READONLY_PATHS)
     if inputs.default_sysctls and o.network != "host" and not inputs.network_path:
         linux["sysctl"] = dict(DEFAULT_SYSCTLS)
+        if user:  # moby: "We cannot set up ping socket support in a user namespace"
+            del linux["sysctl"]["net.ipv4.ping_group_range"]
     seccomp = seccomp_of(o, caps, inputs.arch, inputs.kernel)
     if seccomp is not None:
         linux["seccomp"] = seccomp

@@ -81,7 +81,9 @@ def create(
     driver: str = "local",
     options: dict[str, str] | None = None,
 ) -> Volume:
-    """Docker's `volume create`: a new volume, or the existing one of that name (as Docker does)."""
+    """Docker's `volume create`: a new volume, or the existing one of that name (as Docker does).
+    Under userns-remap its _data belongs to the remapped root, as Docker's does."""
+    from ketch.engine import userns
     from ketch.engine.options import _check_volume_name
 
     if driver not in ("", "local"):
@@ -90,11 +92,14 @@ def create(
         raise Unsupported(f"volume option {key!r} is not supported: the local driver here takes no options")
     name = name or os.urandom(32).hex()
     _check_volume_name(name)
+    remapped = userns.remap(ctx.root)
     top = directory(ctx)
     tmp = os.path.join(top, f".creating-{os.urandom(8).hex()}")
     os.mkdir(tmp, 0o755)
     try:
         os.mkdir(os.path.join(tmp, "_data"), 0o755)
+        if remapped is not None:
+            os.chown(os.path.join(tmp, "_data"), *remapped.root)
         volume = Volume(name, os.path.join(top, name, "_data"), _created_at(time.time()),
                         labels=dict(labels or {}), options={})  # fmt: skip
         _write(tmp, volume)
