@@ -363,3 +363,29 @@ def test_exec_detach_keys_leave_the_process_running(engine: Engine) -> None:
         assert time.monotonic() < deadline, "the detached exec did not go on"
         time.sleep(0.2)
     engine("rm", "-f", "execdetach")
+
+
+def test_monitors_and_setup_children_import_nothing_the_supervisor_did_not(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A module first imported after the supervisor's fork costs every container private memory
+    (monitor) or start time (setup child): the supervisor's preload list must cover them all."""
+    from enginefix import running_engine
+
+    engines = running_engine(tmp_path_factory, "trace")
+    eng = next(engines)
+    try:
+        trace = eng.base / "trace"
+        eng.env["KETCH_MONITOR_TRACE"] = str(trace)  # before the supervisor starts: it inherits it
+        for network in ("none", "bridge"):
+            eng("run", "--rm", "--network", network, IMAGE, "true")
+        eng("run", "-d", "--name", "traced", "--health-cmd", "true", "--health-interval", "1s", IMAGE,
+            "sleep", "100")  # fmt: skip
+        eng("exec", "traced", "true")
+        eng("rm", "-f", "traced")
+        files = list(eng.base.glob("trace.*"))
+        assert len(files) >= 6  # three monitors and three setup children
+        extra = {f.name: f.read_text().split() for f in files if f.read_text().strip()}
+        assert not extra, f"imported after the fork: {extra}"
+    finally:
+        next(engines, None)

@@ -162,6 +162,7 @@ class Monitor:
                 message = str(exc) if isinstance(exc, KetchError) else f"{type(exc).__name__}: {exc}"
                 doc, code = {"message": message, "errno": getattr(exc, "errno", 0) or 0}, 1
             os.write(write_end, jsonio.dumps(doc).encode())
+            _trace_imports()
             os._exit(code)
         os.close(write_end)
         chunks = []
@@ -464,8 +465,9 @@ def _policy(record: ContainerRecord) -> tuple[str, int]:
 
 
 def _trace_imports() -> None:
-    """With KETCH_MONITOR_TRACE=FILE, write down the modules this monitor imported after the fork
-    (each costs every monitor private memory; the supervisor should preload them)."""
+    """With KETCH_MONITOR_TRACE=FILE, write down the modules this monitor (or its setup child)
+    imported after the fork to FILE.PID (each costs every monitor private memory, or every start
+    time; the supervisor should preload them)."""
     import sys
 
     path = os.environ.get("KETCH_MONITOR_TRACE")
