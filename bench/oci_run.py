@@ -52,8 +52,16 @@ def make_bundle(where: Path) -> Path:
     return bundle
 
 
+SETTLE = 0.1  # seconds of quiet before each timed command (--settle)
+
+
 def timed(cmd: list[str]) -> float:
-    """Milliseconds for one command; stderr goes to a file, as a created container keeps its stdio."""
+    """Milliseconds for one command; stderr goes to a file, as a created container keeps its stdio.
+
+    Each starts after SETTLE of quiet: the kernel's cgroup attach lock cools down within a few
+    RCU grace periods, and a command that ran right after another runtime's cgroup moves would
+    find it warm (10-20 ms cheaper here), so back-to-back timings depend on who ran before."""
+    time.sleep(SETTLE)
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.run(
@@ -89,7 +97,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--runtimes", default="ketch-oci,runc,crun")
     ap.add_argument("--json", action="store_true", help="print the medians as JSON")
+    ap.add_argument("--settle", type=float, default=SETTLE * 1000, help="ms of quiet before each command")
     args = ap.parse_args()
+    globals()["SETTLE"] = args.settle / 1000
     if os.geteuid() != 0:
         raise SystemExit("bench/oci_run.py needs root")
     wanted = [r for r in args.runtimes.split(",") if r]
