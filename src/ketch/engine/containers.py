@@ -225,17 +225,26 @@ class ContainerStore:
                 self.save_state(container_id, state)
             return state
 
-    def save_state(self, container_id: str, state: State) -> None:
-        self._write(container_id, "state.json", state.to_dict())
+    def save_state(self, container_id: str, state: State, durable: bool = True) -> None:
+        self._write(container_id, "state.json", state.to_dict(), durable)
 
-    def update_state(self, container_id: str, **changes: Any) -> State:
+    def update_state(self, container_id: str, durable: bool = True, **changes: Any) -> State:
+        """Change the state under its lock. `durable=False` leaves the fsync to sync_state()."""
         with self.lock(container_id):
             state = replace(self.raw_state(container_id), **changes)
-            self.save_state(container_id, state)
+            self.save_state(container_id, state, durable)
             return state
 
-    def _write(self, container_id: str, name: str, doc: dict[str, Any]) -> None:
-        atomic_write(self.path(container_id, name), jsonio.dumps(doc).encode(), 0o600)
+    def sync_state(self, container_id: str) -> None:
+        """Make the last state written durable (after an update_state(durable=False))."""
+        fd = os.open(self.path(container_id, "state.json"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write(self, container_id: str, name: str, doc: dict[str, Any], durable: bool = True) -> None:
+        atomic_write(self.path(container_id, name), jsonio.dumps(doc).encode(), 0o600, durable)
 
 
 def process_alive(pid: int, start: int) -> bool:

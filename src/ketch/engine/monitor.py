@@ -79,6 +79,7 @@ class Monitor:
             if self.record.config.get("OpenStdin"):
                 self.stdin_client = client
         stream.send_json(client, stream.STARTED, {"pid": self.store.raw_state(self.id).pid})
+        self.store.sync_state(self.id)
         if not attach:
             os.close(client)
         while True:
@@ -86,6 +87,7 @@ class Monitor:
             if not self._restart(exit_code):
                 break
             io = self._start()
+            self.store.sync_state(self.id)
         return 0
 
     def _fail(self, client: int, exc: BaseException) -> None:
@@ -139,8 +141,8 @@ class Monitor:
             from ketch.engine import health
 
             self.health_pid = health.start(self.ctx, self.record, health.Check(**result["health"]))
-        self.store.update_state(
-            self.id, status="running", pid=pid, pid_start=start_time(pid) or 0, monitor=os.getpid(),
+        self.store.update_state(  # fsynced once the client has its answer (sync_state)
+            self.id, durable=False, status="running", pid=pid, pid_start=start_time(pid) or 0, monitor=os.getpid(),
             monitor_start=start_time(os.getpid()) or 0, started_at=rfc3339(), exit_code=0, error="",
             oom_killed=False,
         )  # fmt: skip
@@ -442,7 +444,8 @@ class Monitor:
         return again
 
     def _goodbye(self, exit_code: int) -> None:
-        self.store.update_state(self.id, monitor=0)
+        # not fsynced: after a crash, a dead monitor's pid is recognised as dead (pid and start time)
+        self.store.update_state(self.id, durable=False, monitor=0)
         if self.record.host_config.get("AutoRemove"):
             from ketch.engine import lifecycle
 
