@@ -50,6 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from daemons import cgroups
 from engine_run import IMAGE, KETCH, KETCH_OCI, Bench, Failed, load, run
 
 TOOLS = ("ketch", "legacy", "buildkit", "podman")
@@ -287,26 +288,9 @@ def versions(engines: dict[str, Builder], podman_runtime: str) -> list[str]:
     return out
 
 
-def cgroups(names: tuple[str, ...] = ("docker", "buildkit")) -> set[str]:
-    """The cgroups under these top-level names (in every cgroup v1 hierarchy, or v2)."""
-    tops = [
-        t for name in names for t in (*Path("/sys/fs/cgroup").glob(f"*/{name}"), Path("/sys/fs/cgroup", name))
-    ]
-    return {str(p) for top in tops if top.is_dir() for p in top.rglob("*") if p.is_dir()}
-
-
-def remove_cgroups(before: set[str], podman_before: set[str]) -> None:
-    """The (empty) cgroups under docker/ made since `before`: this run's dockerd makes docker/buildkit for
-    BuildKit and leaves it. podman's (libpod_parent/) are only reported: other podmans may use them."""
-    made = sorted(cgroups() - before, key=len, reverse=True)
-    for path in made:
-        try:
-            os.rmdir(path)
-        except OSError as err:
-            print(f"cleanup: cannot remove the cgroup {path}: {err}", file=sys.stderr)
-    if made:
-        print(f"cleanup: removed {len(made)} cgroups: {', '.join(sorted(made))}", file=sys.stderr)
-    if podman := sorted(cgroups(("libpod_parent",)) - podman_before):
+def report_podman_cgroups(before: set[str]) -> None:
+    """podman's new cgroups (libpod_parent/) are only reported: other podmans may use them."""
+    if podman := sorted(cgroups(("libpod_parent",)) - before):
         print(f"cleanup: new cgroups under libpod_parent (not removed): {', '.join(podman)}", file=sys.stderr)
 
 
@@ -329,7 +313,7 @@ def main() -> int:
     engines_wanted = ["ketch"] + (["docker"] if {"legacy", "buildkit"} & set(tools) else [])
     engines_wanted += ["podman"] if "podman" in tools else []
     bench = Bench(work, engines_wanted, args.podman_runtime)
-    cgroups_before, podman_cgroups_before = cgroups(), cgroups(("libpod_parent",))
+    podman_cgroups_before = cgroups(("libpod_parent",))  # docker's: Bench removes them
     try:
         (work / "docker-config").mkdir()
         (work / "docker-config" / "config.json").write_text('{"auths": {}}\n')  # podman reads it too
@@ -375,7 +359,7 @@ def main() -> int:
         return 1
     finally:
         bench.stop()
-        remove_cgroups(cgroups_before, podman_cgroups_before)
+        report_podman_cgroups(podman_cgroups_before)
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,29 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 30) -> Non
             return
         time.sleep(0.1)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def cgroups(names: tuple[str, ...] = ("docker", "buildkit")) -> set[str]:
+    """The cgroups with these top-level names (in every cgroup v1 hierarchy, or v2), and all under them."""
+    tops = [
+        t for name in names for t in (*Path("/sys/fs/cgroup").glob(f"*/{name}"), Path("/sys/fs/cgroup", name))
+    ]
+    return {str(t) for t in tops if t.is_dir()} | {
+        str(p) for t in tops if t.is_dir() for p in t.rglob("*") if p.is_dir()
+    }
+
+
+def remove_cgroups(before: set[str]) -> None:
+    """The (empty) cgroups under docker/ made since `before`: a dockerd makes docker/ (and
+    docker/buildkit for BuildKit) in every hierarchy and leaves them when it stops."""
+    made = sorted(cgroups() - before, key=len, reverse=True)
+    for path in made:
+        try:
+            os.rmdir(path)
+        except OSError as err:
+            print(f"cleanup: cannot remove the cgroup {path}: {err}", file=sys.stderr)
+    if made:
+        print(f"cleanup: removed {len(made)} cgroups docker made", file=sys.stderr)
 
 
 def start_docker(directory: Path, spawn: Spawn, bridge_ip: str | None = None) -> str:

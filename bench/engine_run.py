@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemons import start_docker
+from daemons import cgroups, remove_cgroups, start_docker
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -159,6 +159,7 @@ class Bench:
         self.ctr_sock = work / "d/c.sock"
         self.podman_root = work / "p/root"
         self.podman_runtime = podman_runtime
+        self.docker_cgroups_before = cgroups()
 
     # setup
 
@@ -266,6 +267,7 @@ class Bench:
                     proc.wait()
         if self.procs:
             kill_pids(self.helpers("docker")[0], "leftover containerd-shim-runc-v2")
+            remove_cgroups(self.docker_cgroups_before)
         unmount_under(self.work)
         shutil.rmtree(self.work, ignore_errors=True)
 
