@@ -50,7 +50,7 @@ _PRELOAD = (
     "ketch.oci.image", "ipaddress", "subprocess", "ketch.engine.networks", "ketch.network.bridge",
     "ketch.network.firewall", "ketch.network.ipam", "ketch.network.ports", "ketch.network.store",
     "ketch.engine.userns", "ketch.linux.idmap", "ketch.runtime.resources", "hashlib", "_sha256",
-    "encodings.ascii",
+    "encodings.ascii", "ketch.runtime.devicefilter", "ketch.linux.bpf",  # the last two: cgroup v2's device rules
 )  # fmt: skip
 
 
