@@ -44,32 +44,6 @@ def test_create_start_kill_delete(oci: Oci) -> None:
     assert gone.returncode == 1 and "does not exist" in gone.stderr
 
 
-def test_a_second_create_with_a_taken_id_fails_and_leaves_the_first_whole(oci: Oci) -> None:
-    """The second create's cgroup warmer finds the first's directories made: they are not its to
-    remove, even empty (the first has stopped, its cgroup stays until delete)."""
-    cid = oci.create(["true"])
-    dirs = json.loads((oci.root / cid / "state.json").read_text())["cgroup_dirs"]
-    assert oci("start", cid).returncode == 0
-    wait_for(lambda: oci.state(cid)["status"] == "stopped")
-    again = oci("create", "--bundle", str(oci.bundle(["true"])), cid)
-    assert again.returncode == 1 and "already exists" in again.stderr
-    assert all(Path(d).is_dir() for d in dirs.values())
-    assert oci("delete", cid).returncode == 0
-    assert not any(Path(d).exists() for d in dirs.values())
-
-
-def test_a_failed_create_removes_the_cgroup_its_warmer_made(oci: Oci) -> None:
-    """A config that parses but is refused (an unknown namespace): the warmer made the cgroup first."""
-
-    def edit(c: dict[str, Any]) -> None:
-        c["linux"]["namespaces"].append({"type": "nosuch"})
-
-    cid = oci.new_id()
-    failed = oci("create", "--bundle", str(oci.bundle(["true"], edit)), cid)
-    assert failed.returncode == 1 and "nosuch" in failed.stderr
-    assert not any(Path(p, "ketch", cid).exists() for p in Path("/sys/fs/cgroup").iterdir())
-
-
 def test_delete_of_a_created_container_needs_force_and_kills_its_init(oci: Oci) -> None:
     cid = oci.create(["true"])
     pid = oci.state(cid)["pid"]

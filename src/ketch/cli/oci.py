@@ -193,40 +193,24 @@ def _create_opts(cmd: Parsed) -> Any:
 def cmd_create(root: str, cmd: Parsed, log: Log) -> int:
     from ketch.runtime.cgroups import keep_attach_warm
 
-    cid = _one_id(cmd, "create")
-    keep_attach_warm(bundle=cmd.string("bundle") or ".", container_id=cid)
+    keep_attach_warm()
     from ketch.runtime import lifecycle
 
+    cid = _one_id(cmd, "create")
     warnings: list[str] = []
     io = lifecycle.Stdio(cmd.string("console-socket"), cmd.string("pid-file"))
-    with _premade_kept():
-        lifecycle.create(_runtime(root), cid, cmd.string("bundle"), _create_opts(cmd), io, warnings)
+    lifecycle.create(_runtime(root), cid, cmd.string("bundle"), _create_opts(cmd), io, warnings)
     log.report(warnings)
     return 0
-
-
-class _premade_kept:
-    """Around a create: if it fails, the cgroup directories the warmer made for it go too (not
-    when the id was taken: they are then another container's)."""
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, kind: type[BaseException] | None, *_rest: object) -> None:
-        from ketch.errors import AlreadyExists
-        from ketch.runtime.cgroups import discard_premade
-
-        if kind is not None and not issubclass(kind, AlreadyExists):
-            discard_premade()
 
 
 def cmd_run(root: str, cmd: Parsed, log: Log) -> int:
     from ketch.runtime.cgroups import keep_attach_warm
 
-    cid = _one_id(cmd, "run")
-    keep_attach_warm(bundle=cmd.string("bundle") or ".", container_id=cid)
+    keep_attach_warm()
     from ketch.runtime import lifecycle
 
+    cid = _one_id(cmd, "run")
     rt = _runtime(root)
     warnings: list[str] = []
     io = lifecycle.Stdio(cmd.string("console-socket"), cmd.string("pid-file"))
@@ -238,8 +222,7 @@ def cmd_run(root: str, cmd: Parsed, log: Log) -> int:
             import socket
 
             console, pty_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with _premade_kept():
-        ctr = lifecycle.create(rt, cid, cmd.string("bundle"), _create_opts(cmd), io, warnings, console)
+    ctr = lifecycle.create(rt, cid, cmd.string("bundle"), _create_opts(cmd), io, warnings, console)
     log.report(warnings)
     ctr.start()
     if detach:

@@ -21,11 +21,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PARENT = "/ketch"  # where containers without a cgroupsPath go
 _warmer = 0  # pid of the process keeping the attach lock warm, stopped after the first attach
-_premade_fd = -1  # the warmer reports here the container's cgroup directories it made
-_premade: list[str] = []
 
 
-def keep_attach_warm(seconds: float = 5.0, bundle: str = "", container_id: str = "") -> None:
+def keep_attach_warm(seconds: float = 5.0) -> None:
     """Keep the kernel's cgroup attach lock warm until the next attach, in a child process.
 
     Moving a task between cgroups takes the kernel's global cgroup_threadgroup_rwsem for
@@ -36,25 +34,15 @@ def keep_attach_warm(seconds: float = 5.0, bundle: str = "", container_id: str =
     its parent imports and plans, and the real attach finds the lock warm. It stops at
     stop_warming(), when its parent goes, or after `seconds`. Failures are ignored: it is only an
     optimisation.
-
-    With a bundle and a container id (create), the child first makes the container's cgroup
-    directories, so that the parent's own mkdirs find them made instead of waiting for
-    cgroup_mutex behind the slow first move (Cgroup.create waits for its report;
-    discard_premade() removes them after a failed create).
     """
-    global _warmer, _premade_fd
+    global _warmer
     procs = _own_procs_file()
     if not procs or _warmer:
         return
     parent = os.getpid()
-    report_r, report_w = os.pipe2(os.O_CLOEXEC) if bundle and container_id else (-1, -1)
     pid = os.fork()
     if pid == 0:
         try:
-            if report_w >= 0:
-                os.close(report_r)
-                os.write(report_w, "\n".join(_premake(bundle, container_id)).encode())
-                os.close(report_w)
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
@@ -67,50 +55,7 @@ def keep_attach_warm(seconds: float = 5.0, bundle: str = "", container_id: str =
                 time.sleep(0.004)
         finally:
             os._exit(0)
-    if report_w >= 0:
-        os.close(report_w)
-        _premade_fd = report_r
     _warmer = pid
-
-
-def _premake(bundle: str, container_id: str) -> list[str]:
-    """In the warmer: make the cgroup directories lifecycle.create will use for the bundle's spec
-    (the same path: cgroupsPath, else the default); those made, parents first."""
-    from ketch import jsonio
-
-    try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            linux = jsonio.loads(f.read()).get("linux") or {}
-        path = linux.get("cgroupsPath") or ""
-        if not isinstance(path, str):
-            return []
-        return Cgroup.at(container_path(path, container_id)).create()
-    except Exception:  # the parent's own create reports what is wrong
-        return []
-
-
-def wait_premade() -> None:
-    """Wait until the warmer has made what it makes (at once when there is none)."""
-    global _premade_fd
-    if _premade_fd < 0:
-        return
-    data = b""
-    while chunk := os.read(_premade_fd, 65536):
-        data += chunk
-    os.close(_premade_fd)
-    _premade_fd = -1
-    _premade.extend(p for p in data.decode().split("\n") if p)
-
-
-def discard_premade() -> None:
-    """After a failed create: remove the directories the warmer made (those still empty)."""
-    wait_premade()
-    for d in reversed(_premade):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
-    _premade.clear()
 
 
 def stop_warming() -> None:
@@ -187,18 +132,14 @@ class Cgroup(Record):
         mounts = hierarchies() if mounts is None else mounts
         return cls(path, {name: point + path for name, point in mounts.items()})
 
-    def create(self) -> list[str]:
-        """Make the directories (after any a warmer is making); those made, parents first."""
-        wait_premade()
-        made: list[str] = []
+    def create(self) -> None:
         for name, d in self.dirs.items():
             try:
                 if self.is_v2:
                     _enable_controllers(d[: len(d) - len(self.path)], self.path)
-                made += _mkdirs(d, inherit_cpuset="cpuset" in name.split(","))
+                _mkdirs(d, inherit_cpuset="cpuset" in name.split(","))
             except OSError as exc:
                 raise SetupFailed(f"cannot create cgroup {d}: {exc.strerror}", exc.errno) from exc
-        return made
 
     @property
     def is_v2(self) -> bool:
@@ -358,18 +299,16 @@ class Cgroup(Record):
             return False
 
 
-def _mkdirs(path: str, inherit_cpuset: bool) -> list[str]:
-    """mkdir -p; the directories made, parents first."""
+def _mkdirs(path: str, inherit_cpuset: bool) -> None:
     parent = os.path.dirname(path)
-    made: list[str] = []
     for attempt in range(3):  # a concurrent delete may remove an empty parent under our feet
         if not os.path.isdir(parent):
-            made += _mkdirs(parent, inherit_cpuset)
+            _mkdirs(parent, inherit_cpuset)
         try:
             os.mkdir(path)
             break
         except FileExistsError:
-            return made
+            return
         except FileNotFoundError:
             if attempt == 2:
                 raise
@@ -377,7 +316,6 @@ def _mkdirs(path: str, inherit_cpuset: bool) -> list[str]:
         for key in ("cpuset.cpus", "cpuset.mems"):
             with open(os.path.join(parent, key)) as src, open(os.path.join(path, key), "w") as dst:
                 dst.write(src.read().strip())
-    return [*made, path]
 
 
 def _enable_controllers(root: str, path: str) -> None:
