@@ -44,6 +44,19 @@ def test_create_start_kill_delete(oci: Oci) -> None:
     assert gone.returncode == 1 and "does not exist" in gone.stderr
 
 
+def test_a_second_create_with_a_taken_id_fails_and_leaves_the_first_whole(oci: Oci) -> None:
+    """Even a stopped first container (its cgroup empty, kept until delete) keeps its cgroup."""
+    cid = oci.create(["true"])
+    dirs = json.loads((oci.root / cid / "state.json").read_text())["cgroup_dirs"]
+    assert oci("start", cid).returncode == 0
+    wait_for(lambda: oci.state(cid)["status"] == "stopped")
+    again = oci("create", "--bundle", str(oci.bundle(["true"])), cid)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert all(Path(d).is_dir() for d in dirs.values())
+    assert oci("delete", cid).returncode == 0
+    assert not any(Path(d).exists() for d in dirs.values())
+
+
 def test_delete_of_a_created_container_needs_force_and_kills_its_init(oci: Oci) -> None:
     cid = oci.create(["true"])
     pid = oci.state(cid)["pid"]
