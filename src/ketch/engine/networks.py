@@ -67,9 +67,9 @@ def _tag(ctx: Context) -> str:
     default bridge and firewall chains so that two engines on one host never share them."""
     if os.path.realpath(ctx.runroot) == "/run/ketch":
         return ""
-    import hashlib
+    from ketch.oci.digest import small_hex  # not hashlib: OpenSSL's load is not worth 6 hex digits
 
-    return hashlib.sha256(os.path.realpath(ctx.runroot).encode()).hexdigest()[:6]
+    return small_hex(os.path.realpath(ctx.runroot).encode())[:6]
 
 
 def chain_prefix(ctx: Context) -> str:

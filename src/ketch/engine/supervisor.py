@@ -49,7 +49,7 @@ _PRELOAD = (
     "ketch.runtime.signals", "ketch.runtime.capabilities", "ketch.runtime.cgstats", "ketch.oci.runtime",
     "ketch.oci.image", "ipaddress", "subprocess", "ketch.engine.networks", "ketch.network.bridge",
     "ketch.network.firewall", "ketch.network.ipam", "ketch.network.ports", "ketch.network.store",
-    "ketch.engine.userns", "ketch.linux.idmap", "ketch.runtime.resources", "hashlib", "_sha256",
+    "ketch.engine.userns", "ketch.linux.idmap", "ketch.runtime.resources", "_sha256",
     "encodings.ascii", "ketch.runtime.devicefilter", "ketch.linux.bpf",  # the last two: cgroup v2's device rules
 )  # fmt: skip
 
@@ -57,7 +57,7 @@ _PRELOAD = (
 def _preload() -> None:
     """Import what monitors and their setup children run, so that each fork shares it instead of
     importing it again (a monitor that imports on its own pays ~60 ms and private memory for every
-    container; a setup child that imports ketch.engine.userns and hashlib paid ~5 ms per start)."""
+    container; a setup child that imported ketch.engine.userns and hashlib paid ~5 ms per start)."""
     from importlib import import_module
 
     from ketch.runtime import cgroups

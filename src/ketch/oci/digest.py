@@ -46,6 +46,11 @@ def of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
+def small_hex(data: bytes, algorithm: str = "sha256") -> str:
+    """The hex digest of a small document, without loading OpenSSL."""
+    return _small_hash(algorithm)(data).hexdigest()
+
+
 def check(data: bytes, expected: str) -> None:
     """Verify a small in-memory document against `expected`, as a Verifier fed `data` at once
     would (InvalidArgument for a malformed digest, CorruptContent for a mismatch), without
