@@ -63,9 +63,12 @@ def create(
     from ketch.engine.options import log_config
 
     # the log settings first: a bad --log-opt leaves nothing behind
-    logging = log_config(options.log_driver, options.log_opts, engine_config(ctx.root))
+    config = engine_config(ctx.root)  # read once for both
+    logging = log_config(options.log_driver, options.log_opts, config)
 
-    remapped = userns.remap(ctx.root)  # engine.json's userns-remap: every container but --userns=host's
+    remapped = userns.remap(
+        ctx.root, config=config
+    )  # engine.json's userns-remap: every container but --userns=host's
     userns.check(options, remapped is not None)
     own = remapped if remapped is not None and options.userns != "host" else None
     container_id = new_id()

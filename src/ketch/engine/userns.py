@@ -188,12 +188,12 @@ def mapping(user: str, group: str, accounts: Accounts, subuid: str, subgid: str)
     return Remap(user=name, group=group, uid_map=maps[0], gid_map=maps[1])
 
 
-def remap(root: str, accounts: Accounts | None = None) -> Remap | None:
-    """The engine's remapping from <root>/engine.json, None when off (or the user is root, which
-    cannot be remapped: Docker then turns user namespaces off)."""
+def remap(root: str, accounts: Accounts | None = None, config: dict[str, Any] | None = None) -> Remap | None:
+    """The engine's remapping from <root>/engine.json (`config`, when the caller has read it), None
+    when off (or the user is root, which cannot be remapped: Docker then turns user namespaces off)."""
     from ketch.engine.context import engine_config
 
-    spec = str(engine_config(root).get("userns-remap") or "")
+    spec = str((engine_config(root) if config is None else config).get("userns-remap") or "")
     if not spec:
         return None
     accounts = accounts or Accounts()

@@ -56,7 +56,7 @@ def check(data: bytes, expected: str) -> None:
     would (InvalidArgument for a malformed digest, CorruptContent for a mismatch), without
     loading OpenSSL."""
     algorithm, _ = parse(expected)
-    actual = f"{algorithm}:{_small_hash(algorithm)(data).hexdigest()}"
+    actual = f"{algorithm}:{small_hex(data, algorithm)}"
     if actual != expected:
         raise CorruptContent(f"digest mismatch: expected {expected}, got {actual}")
 
