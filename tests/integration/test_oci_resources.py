@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,39 @@ def test_half_a_cpu_quota_gives_about_half_a_cpu(oci: Oci) -> None:
     seconds = data["usage"]["total"] / 1e9
     assert 0.7 <= seconds <= 1.25, f"2 s of a busy loop at quota 0.5 used {seconds:.2f} s of CPU"
     assert data["throttling"]["throttledPeriods"] > 0
+
+
+def _host_cgroups(pid: int) -> set[str]:
+    """The cgroup paths of `pid` in every hierarchy, as the host sees them."""
+    return {line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()}
+
+
+def test_init_and_exec_join_every_hierarchy_without_a_procs_write(oci: Oci) -> None:
+    """The setup child is born into the v2 cgroup (clone3) and moves itself into each v1 one."""
+    cid = oci.create(["sleep", "30"])
+    state = oci.state(cid)
+    expected = {json.loads((oci.root / cid / "state.json").read_text())["cgroup_path"]}
+    assert _host_cgroups(state["pid"]) == expected
+    oci("start", cid, check=True)
+    pid_file = oci.root.parent / "exec.pid"
+    oci("exec", "--detach", "--pid-file", str(pid_file), cid, "sleep", "30", check=True)
+    assert _host_cgroups(int(pid_file.read_text())) == expected
+
+
+def test_without_clone3_the_parent_moves_the_child_in(oci: Oci) -> None:
+    """Where clone3 is refused (seccomp's ENOSYS, old kernels), cgroup.procs is written instead."""
+    bundle = oci.bundle(["sleep", "30"])
+    cid = oci.new_id()
+    refuse = (
+        "import sys; import ketch.linux.syscalls as sc\n"
+        "def refuse(fd): raise OSError(38, 'clone3: refused')\n"
+        "sc.fork_into_cgroup = refuse\n"
+        "from ketch.cli.oci import main\n"
+        f"sys.exit(main(['--root', {str(oci.root)!r}, 'create', '--bundle', {str(bundle)!r}, {cid!r}]))\n"
+    )
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.run([sys.executable, "-c", refuse], stdout=err, stderr=err, timeout=60, check=False)
+        err.seek(0)
+        assert proc.returncode == 0, err.read().decode()
+    expected = {json.loads((oci.root / cid / "state.json").read_text())["cgroup_path"]}
+    assert _host_cgroups(oci.state(cid)["pid"]) == expected

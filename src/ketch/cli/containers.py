@@ -157,21 +157,17 @@ def create(g: Parsed, cmd: Parsed) -> int:
 @command(*RUN_FLAGS, positional_stops=True, error_code=125)
 def run(g: Parsed, cmd: Parsed) -> int:
     from ketch.engine import lifecycle
-    from ketch.runtime.cgroups import keep_attach_warm, stop_warming
 
-    keep_attach_warm()  # the cgroup attach's grace period passes while we look up and create
     ctx = context(g)
     options = run_options(cmd)
     record = _create(ctx, options)
     try:
         started = lifecycle.start(ctx, record, attach=not options.detach)
     except KetchError as exc:
-        stop_warming()
         if options.remove:
             lifecycle.remove_container(ctx, record, volumes=True, force=True)
         sys.stderr.write(f"Error: {exc}\n")
         return lifecycle.exit_code_for(exc)
-    stop_warming()
     if options.detach:
         started.sock.close()
         out(record.id)

@@ -191,9 +191,6 @@ def _create_opts(cmd: Parsed) -> Any:
 
 
 def cmd_create(root: str, cmd: Parsed, log: Log) -> int:
-    from ketch.runtime.cgroups import keep_attach_warm
-
-    keep_attach_warm()
     from ketch.runtime import lifecycle
 
     cid = _one_id(cmd, "create")
@@ -205,9 +202,6 @@ def cmd_create(root: str, cmd: Parsed, log: Log) -> int:
 
 
 def cmd_run(root: str, cmd: Parsed, log: Log) -> int:
-    from ketch.runtime.cgroups import keep_attach_warm
-
-    keep_attach_warm()
     from ketch.runtime import lifecycle
 
     cid = _one_id(cmd, "run")
@@ -294,9 +288,6 @@ def cmd_delete(root: str, cmd: Parsed, log: Log) -> int:
 
 
 def cmd_exec(root: str, cmd: Parsed, log: Log) -> int:
-    from ketch.runtime.cgroups import keep_attach_warm
-
-    keep_attach_warm()
     from ketch.runtime import lifecycle
 
     rt = _runtime(root)

@@ -204,11 +204,9 @@ class Monitor:
         """In the setup child: write the bundle, create the container, wire its network, start it."""
         from ketch.engine import bundle, networks
         from ketch.runtime import lifecycle
-        from ketch.runtime.cgroups import keep_attach_warm
         from ketch.runtime.container import Runtime, start_time
         from ketch.runtime.plan import CreateOptions
 
-        keep_attach_warm()  # the cgroup attach's RCU wait runs while we write the bundle
         monitor = os.getppid()
         prepared = bundle.prepare(self.ctx, self.record, ports, (monitor, start_time(monitor) or 0))
         try:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 libc = ctypes.CDLL(None, use_errno=True)  # shared by every module of ketch.linux
+_pylibc = ctypes.PyDLL(None, use_errno=True)  # the same, called with the GIL held (fork_into_cgroup)
 
 # clone(2) / unshare(2) namespace flags
 CLONE_NEWNS = 0x00020000
@@ -104,6 +105,8 @@ _SYS_PERSONALITY = 135
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
+_SYS_CLONE3 = 435
+CLONE_INTO_CGROUP = 0x200000000
 CLOSE_RANGE_CLOEXEC = 1 << 2
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -167,6 +170,34 @@ def mount_setattr_idmap(fd: int, userns_fd: int, recursive: bool = False) -> Non
     res = libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", ctypes.c_uint(flags), ctypes.byref(attr),
                        ctypes.c_size_t(ctypes.sizeof(attr)))  # fmt: skip
     check(res, "mount_setattr(MOUNT_ATTR_IDMAP)")
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
+        "set_tid", "set_tid_size", "cgroup",
+    )]  # fmt: skip
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """os.fork(), with the child born in the cgroup v2 directory `cgroup_fd` (clone3's
+    CLONE_INTO_CGROUP): no cgroup.procs write, so no wait for the kernel's attach grace period.
+
+    It is os.fork's own sequence (PyOS_BeforeFork, fork, PyOS_AfterFork_*) around clone3, called
+    with the GIL held as os.fork does. The caller must be single-threaded. Raises OSError (ENOSYS
+    or EINVAL on kernels before 5.7, or where seccomp refuses clone3)."""
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = int(_pylibc.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args)))
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone3: {os.strerror(err)}")
+    return pid
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

@@ -20,70 +20,6 @@ if TYPE_CHECKING:
 
 
 DEFAULT_PARENT = "/ketch"  # where containers without a cgroupsPath go
-_warmer = 0  # pid of the process keeping the attach lock warm, stopped after the first attach
-
-
-def keep_attach_warm(seconds: float = 5.0) -> None:
-    """Keep the kernel's cgroup attach lock warm until the next attach, in a child process.
-
-    Moving a task between cgroups takes the kernel's global cgroup_threadgroup_rwsem for
-    writing; the first writer after a quiet spell waits for an RCU grace period (8-25 ms here),
-    and holds cgroup_mutex while it waits (so a mkdir in cgroupfs, or any fork, waits too).
-    Writers that follow within about a grace period do not wait. The child moves itself into the
-    cgroup it is already in (a no-op) every 4 ms, so the grace period is paid by it, early, while
-    its parent imports and plans, and the real attach finds the lock warm. It stops at
-    stop_warming(), when its parent goes, or after `seconds`. Failures are ignored: it is only an
-    optimisation.
-    """
-    global _warmer
-    procs = _own_procs_file()
-    if not procs or _warmer:
-        return
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.closerange(3, 1 << 20)  # hold nothing of the parent's open (pipes read to their end)
-            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
-            me = str(os.getpid()).encode()
-            deadline = time.monotonic() + seconds
-            while os.getppid() == parent and time.monotonic() < deadline:
-                os.write(fd, me)
-                time.sleep(0.004)
-        finally:
-            os._exit(0)
-    _warmer = pid
-
-
-def stop_warming() -> None:
-    global _warmer
-    if _warmer:
-        try:
-            os.kill(_warmer, SIGKILL)
-            os.waitpid(_warmer, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        _warmer = 0
-
-
-def _own_procs_file() -> str:
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ""
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        names = [""] if not controllers else [c.removeprefix("name=") for c in controllers.split(",")]
-        for name in names:
-            for top in ("/sys/fs/cgroup/" + name, "/sys/fs/cgroup/unified") if name else ("/sys/fs/cgroup",):
-                candidate = os.path.join(top + path, "cgroup.procs")
-                if os.path.exists(candidate):
-                    return candidate
-    return ""
 
 
 def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
@@ -119,6 +55,39 @@ def container_path(cgroups_path: str, container_id: str) -> str:
     if path == "/":
         raise InvalidArgument("linux.cgroupsPath: must not be the root cgroup")
     return path
+
+
+class Joining(Record):
+    """A forked child's way into a container's cgroups that skips the attach grace period.
+
+    Writing a pid to cgroup.procs takes the kernel's cgroup_threadgroup_rwsem for writing; the
+    first writer after a quiet spell waits for an RCU grace period (5-25 ms here) with
+    cgroup_mutex held. Two ways in do not take it: a child born into a cgroup v2 directory
+    (clone3 CLONE_INTO_CGROUP), and a single thread moving itself ("0" written to a v1 `tasks`
+    file). The child is single-threaded, so the latter moves the whole process.
+    """
+
+    born_into: str = ""  # the cgroup v2 directory (pure v2, or hybrid's unified)
+    tasks: tuple[str, ...] = ()  # v1 `tasks` files the child writes "0" to, before anything else
+
+    def join_self(self) -> None:
+        """In the child: move into every v1 hierarchy's cgroup."""
+        for path in self.tasks:
+            try:
+                with open(path, "w") as f:
+                    f.write("0")
+            except OSError as exc:
+                raise SetupFailed(
+                    f"cannot join cgroup {os.path.dirname(path)}: {exc.strerror}", exc.errno
+                ) from exc
+
+
+def add_process(d: str, pid: int) -> None:
+    try:
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+    except OSError as exc:
+        raise SetupFailed(f"cannot join cgroup {d}: {exc.strerror}", exc.errno) from exc
 
 
 class Cgroup(Record):
@@ -210,11 +179,20 @@ class Cgroup(Record):
                 raise InvalidArgument(f"{w.field}: the kernel refused {w.value!r} for {w.file}") from exc
             raise SetupFailed(f"{w.field}: writing {w.file}: {exc.strerror}", exc.errno) from exc
 
-    def add(self, pid: int) -> None:
+    def joining(self) -> Joining:
+        """How a forked child enters this cgroup: born into the v2 directory, moving itself in v1."""
+        born, tasks = "", []
         for d in self.dirs.values():
-            with open(os.path.join(d, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
-        stop_warming()
+            if os.path.exists(os.path.join(d, "cgroup.controllers")):  # only cgroup2 has it
+                born = d
+            else:
+                tasks.append(os.path.join(d, "tasks"))
+        return Joining(born, tuple(tasks))
+
+    def add(self, pid: int) -> None:
+        """Move `pid` in from outside (a cgroup.procs write: the kernel's attach grace period)."""
+        for d in self.dirs.values():
+            add_process(d, pid)
 
     def pids(self) -> list[int]:
         for name in ("pids", "memory", "freezer", "", "unified", *self.dirs):

@@ -2,8 +2,8 @@
 
     ketch-oci (parent)                child C (forked)                 init I (C's child)
     ------------------                ----------------                 ------------------
-    fork ─────────────────────────▶  non-dumpable
-    cgroup += C; send go ────────▶   setns(paths); unshare(new)
+    fork (born in the v2 cgroup) ─▶  joins the v1 cgroups, non-dumpable
+    send go ─────────────────────▶   setns(paths); unshare(new)
     write uid/gid maps  ◀──── map    (only with a new user namespace)
     send mapped ─────────────────▶   fork ─────────────────────────▶  (pid 1 of a new pid ns)
     record pid    ◀────────── pid    _exit(0)
@@ -32,6 +32,7 @@ from ketch.linux import syscalls as sc
 from ketch.oci.runtime import Device, Hook
 from ketch.record import Record, field
 from ketch.runtime import process, rootfs
+from ketch.runtime.cgroups import Joining
 from ketch.runtime.channel import Channel, send_fd
 from ketch.runtime.process import ProcessPlan
 from ketch.runtime.rootfs import MountOp
@@ -87,9 +88,13 @@ class InitPlan(Record):
     start_container_hooks: tuple[Hook, ...] = ()
 
 
-def child(ns: NamespacePlan, chan: Channel, then: Callable[[dict[str, Any]], None], p: ProcessPlan) -> None:
-    """Run in C: enter the namespaces, fork into the pid namespace, hand over to `then` in there."""
+def child(
+    ns: NamespacePlan, chan: Channel, then: Callable[[dict[str, Any]], None], p: ProcessPlan, joining: Joining
+) -> None:
+    """Run in C: join the cgroups, enter the namespaces, fork into the pid namespace, hand over to
+    `then` in there."""
     try:
+        joining.join_self()  # first: whatever C forks, and its cgroup namespace, start from here
         # while still dumpable, as the caller: inside a user namespace /proc/self is no longer ours
         process.set_oom_score_adj(p)
         sc.prctl(sc.PR_SET_DUMPABLE, 0)

@@ -87,7 +87,7 @@ def create(
             rec.pid = pid
             return ctr.hook_state(status)
 
-        pid = spawn.start_init(ip, cgroup.add, (spec.linux.uid_mappings, spec.linux.gid_mappings), console,
+        pid = spawn.start_init(ip, cgroup.joining(), (spec.linux.uid_mappings, spec.linux.gid_mappings), console,
                                state_for, run_hooks)  # fmt: skip
         rec.pid, rec.pid_start, rec.status = pid, start_time(pid) or 0, "created"
         ctr.save()
@@ -142,7 +142,7 @@ def exec_process(
     if console is None and io.console_socket:
         console = connect_console(io.console_socket)
     try:
-        pid = spawn.start_exec(ns, p, ctr.cgroup.add, console, preserve_fds)
+        pid = spawn.start_exec(ns, p, ctr.cgroup.joining(), console, preserve_fds)
     finally:
         if console is not None:
             console.close()

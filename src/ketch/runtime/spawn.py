@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 
 from ketch.errors import SetupFailed
+from ketch.linux import syscalls as sc
 from ketch.oci.runtime import IDMapping
 from ketch.runtime import init
+from ketch.runtime.cgroups import Joining, add_process
 from ketch.runtime.channel import Channel
 from ketch.runtime.init import InitPlan, NamespacePlan
 from ketch.runtime.process import ProcessPlan
@@ -31,15 +33,47 @@ def _write_map(pid: int, kind: str, mappings: tuple[IDMapping, ...]) -> None:
         raise SetupFailed(f"cannot write {kind}_map: {exc.strerror}", exc.errno) from exc
 
 
+_NO_CLONE_INTO_CGROUP = (1, 22, 38)  # EPERM, EINVAL, ENOSYS: seccomp's refusal, kernels before 5.7
+
+
 def _fork(
-    ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None], p: ProcessPlan
+    ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None], p: ProcessPlan, joining: Joining
 ) -> tuple[int, Channel]:
+    """Fork C into the container's cgroups: born into the v2 one where the kernel can, so that no
+    cgroup.procs write (and its grace period) is needed; C moves itself into the v1 ones."""
     parent, kid = Channel.pair()
-    pid = os.fork()
+    pid = -1
+    if joining.born_into:
+        try:
+            fd = os.open(joining.born_into, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SetupFailed(f"cannot join cgroup {joining.born_into}: {exc.strerror}", exc.errno) from exc
+        try:
+            pid = sc.fork_into_cgroup(fd)
+        except OSError as exc:
+            if exc.errno not in _NO_CLONE_INTO_CGROUP:
+                parent.close()
+                kid.close()
+                raise SetupFailed(
+                    f"cannot join cgroup {joining.born_into}: {exc.strerror}", exc.errno
+                ) from exc
+        finally:
+            os.close(fd)
+    late = pid < 0 and joining.born_into  # no clone3 here: the parent moves C in, the slow way
+    if pid < 0:
+        pid = os.fork()
     if pid == 0:  # C: never returns
         parent.close()
-        init.child(ns, kid, lambda state: body(kid, state), p)
+        init.child(ns, kid, lambda state: body(kid, state), p, joining)
     kid.close()
+    if late:
+        try:
+            add_process(joining.born_into, pid)
+        except BaseException:
+            _kill(pid)
+            _reap(pid)
+            parent.close()
+            raise
     return pid, parent
 
 
@@ -64,15 +98,14 @@ class Handshake:
         self,
         ns: NamespacePlan,
         body: Callable[[Channel, dict[str, Any]], None],
-        join_cgroup: Callable[[int], None],
+        joining: Joining,
         p: ProcessPlan,
         maps: tuple[tuple[IDMapping, ...], tuple[IDMapping, ...]] = ((), ()),
     ) -> None:
         self.ns = ns
-        self.child_pid, self.chan = _fork(ns, body, p)
+        self.child_pid, self.chan = _fork(ns, body, p, joining)
         self.pid = 0
         try:
-            join_cgroup(self.child_pid)
             self.chan.send("go")
             msg = self.chan.recv()
             if msg["type"] == "map":
@@ -104,7 +137,7 @@ class Handshake:
 
 def start_init(
     plan: InitPlan,
-    join_cgroup: Callable[[int], None],
+    joining: Joining,
     maps: tuple[tuple[IDMapping, ...], tuple[IDMapping, ...]],
     console: socket.socket | None,
     state_for: Callable[[int, str], dict[str, Any]],
@@ -120,7 +153,7 @@ def start_init(
     def body(chan: Channel, state: dict[str, Any]) -> None:
         init.container_init(plan, chan, console, state)
 
-    shake = Handshake(plan.namespaces, body, join_cgroup, plan.process, maps)
+    shake = Handshake(plan.namespaces, body, joining, plan.process, maps)
     try:
         shake.proceed(state_for(shake.pid, "created"))
         shake.chan.expect("hooks")
@@ -137,7 +170,7 @@ def start_init(
 def start_exec(
     ns: NamespacePlan,
     p: ProcessPlan,
-    join_cgroup: Callable[[int], None],
+    joining: Joining,
     console: socket.socket | None,
     preserve_fds: int,
 ) -> int:
@@ -146,7 +179,7 @@ def start_exec(
     def body(chan: Channel, state: dict[str, Any]) -> None:
         init.exec_init(p, chan, console, preserve_fds)
 
-    shake = Handshake(ns, body, join_cgroup, p)
+    shake = Handshake(ns, body, joining, p)
     try:
         shake.proceed({})
         shake.chan.expect("ready")
