@@ -26,6 +26,12 @@ class Channel:
     def __init__(self, rfd: int, wfd: int) -> None:
         self.rfd, self.wfd = rfd, wfd
         self.buffer = b""
+        self.gate = -1  # a pipe whose EOF must come before our first message (hold_until_eof)
+
+    def hold_until_eof(self, fd: int) -> None:
+        """Send nothing until `fd` reads EOF: the init waits so for its parent's "pid" message to go
+        first, without waiting before work that does not talk."""
+        self.gate = fd
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
@@ -38,6 +44,11 @@ class Channel:
         line = (jsonio.dumps({"type": kind, **fields}) + "\n").encode()
         if len(line) > _MAX:
             raise SetupFailed(f"setup protocol: message {kind!r} is too long")
+        if self.gate >= 0:
+            gate, self.gate = self.gate, -1
+            while os.read(gate, 1):
+                pass
+            os.close(gate)
         os.write(self.wfd, line)
 
     def recv(self) -> dict[str, Any]:

@@ -7,8 +7,9 @@
     write uid/gid maps  ◀──── map    (only with a new user namespace)
     send mapped ─────────────────▶   fork ─────────────────────────▶  (pid 1 of a new pid ns)
     record pid    ◀────────── pid    _exit(0)
-    send continue ───────────────────────────────────────────────▶   mounts, /dev
-    prestart, createRuntime hooks ◀─────────────────────────── hooks
+    send continue (state) ───────────────────────────────────────▶   (only if it runs hooks itself)
+                                                                     mounts, /dev
+    prestart, createRuntime hooks ◀─────────────────────────── hooks (only if there are such hooks)
     send hooks-done ─────────────────────────────────────────────▶   createContainer hooks, pivot_root,
                                                                      masked/readonly paths, user, caps
     write state.json ◀─────────────────────────────────────── ready
@@ -86,13 +87,20 @@ class InitPlan(Record):
     preserve_fds: int = 0
     create_container_hooks: tuple[Hook, ...] = ()
     start_container_hooks: tuple[Hook, ...] = ()
+    runtime_hooks: bool = False  # prestart or createRuntime hooks: the parent runs them mid-setup
+
+    @property
+    def needs_state(self) -> bool:
+        """Whether the init runs hooks of its own, which are given the container's state."""
+        return bool(self.create_container_hooks or self.start_container_hooks)
 
 
 def child(
-    ns: NamespacePlan, chan: Channel, then: Callable[[dict[str, Any]], None], p: ProcessPlan, joining: Joining
-) -> None:
+    ns: NamespacePlan, chan: Channel, then: Callable[[dict[str, Any]], None], p: ProcessPlan, joining: Joining,
+    wait_for_state: bool = True,
+) -> None:  # fmt: skip
     """Run in C: join the cgroups, enter the namespaces, fork into the pid namespace, hand over to
-    `then` in there."""
+    `then` in there (once the parent sends the state, if `wait_for_state`)."""
     try:
         joining.join_self()  # first: whatever C forks, and its cgroup namespace, start from here
         # while still dumpable, as the caller: inside a user namespace /proc/self is no longer ours
@@ -101,13 +109,16 @@ def child(
         chan.expect("go")
         _enter(ns, chan)
         if ns.enter_pid:
+            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
             pid = os.fork()
             if pid:
                 chan.send("pid", pid=pid)
-                os._exit(0)
+                os._exit(0)  # closes gate_w: the init may talk now
+            os.close(gate_w)
+            chan.hold_until_eof(gate_r)
         else:
             chan.send("pid", pid=os.getpid())
-        then(chan.expect("continue").get("state", {}))
+        then(chan.expect("continue").get("state", {}) if wait_for_state else {})
     except BaseException as exc:
         chan.send_error(exc)
         os._exit(1)
@@ -144,8 +155,9 @@ def container_init(
         _join_keyring(plan.container_id)
     if plan.namespaces.has_mount:
         _prepare_rootfs(plan)
-    chan.send("hooks")
-    chan.expect("hooks-done")
+    if plan.runtime_hooks:
+        chan.send("hooks")
+        chan.expect("hooks-done")
     _run_hooks(plan.create_container_hooks, "createContainer", state)
     if not plan.namespaces.has_mount:
         os.chroot(plan.rootfs)  # sharing the host's mount table: mount nothing, only change root

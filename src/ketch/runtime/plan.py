@@ -77,6 +77,7 @@ def init_plan(
         preserve_fds=opts.preserve_fds,
         create_container_hooks=spec.hooks["createContainer"],
         start_container_hooks=spec.hooks["startContainer"],
+        runtime_hooks=bool(spec.hooks["prestart"] or spec.hooks["createRuntime"]),
     )
 
 

@@ -37,8 +37,9 @@ _NO_CLONE_INTO_CGROUP = (1, 22, 38)  # EPERM, EINVAL, ENOSYS: seccomp's refusal,
 
 
 def _fork(
-    ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None], p: ProcessPlan, joining: Joining
-) -> tuple[int, Channel]:
+    ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None], p: ProcessPlan, joining: Joining,
+    wait_for_state: bool,
+) -> tuple[int, Channel]:  # fmt: skip
     """Fork C into the container's cgroups: born into the v2 one where the kernel can, so that no
     cgroup.procs write (and its grace period) is needed; C moves itself into the v1 ones."""
     parent, kid = Channel.pair()
@@ -64,7 +65,7 @@ def _fork(
         pid = os.fork()
     if pid == 0:  # C: never returns
         parent.close()
-        init.child(ns, kid, lambda state: body(kid, state), p, joining)
+        init.child(ns, kid, lambda state: body(kid, state), p, joining, wait_for_state)
     kid.close()
     if late:
         try:
@@ -101,9 +102,10 @@ class Handshake:
         joining: Joining,
         p: ProcessPlan,
         maps: tuple[tuple[IDMapping, ...], tuple[IDMapping, ...]] = ((), ()),
+        wait_for_state: bool = False,
     ) -> None:
         self.ns = ns
-        self.child_pid, self.chan = _fork(ns, body, p, joining)
+        self.child_pid, self.chan = _fork(ns, body, p, joining, wait_for_state)
         self.pid = 0
         try:
             self.chan.send("go")
@@ -153,12 +155,14 @@ def start_init(
     def body(chan: Channel, state: dict[str, Any]) -> None:
         init.container_init(plan, chan, console, state)
 
-    shake = Handshake(plan.namespaces, body, joining, plan.process, maps)
+    shake = Handshake(plan.namespaces, body, joining, plan.process, maps, plan.needs_state)
     try:
-        shake.proceed(state_for(shake.pid, "created"))
-        shake.chan.expect("hooks")
-        run_hooks(state_for(shake.pid, "created"))
-        shake.chan.send("hooks-done")
+        if plan.needs_state:
+            shake.proceed(state_for(shake.pid, "created"))
+        if plan.runtime_hooks:
+            shake.chan.expect("hooks")
+            run_hooks(state_for(shake.pid, "created"))
+            shake.chan.send("hooks-done")
         shake.chan.expect("ready")
         shake.chan.close()
     except BaseException:
@@ -181,7 +185,6 @@ def start_exec(
 
     shake = Handshake(ns, body, joining, p)
     try:
-        shake.proceed({})
         shake.chan.expect("ready")
         shake.chan.close()
     except BaseException:
