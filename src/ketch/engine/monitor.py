@@ -418,9 +418,10 @@ class Monitor:
         self._close_ports()
         bundle.release(self.ctx, self.record)
         self.log.flush()
-        # the monitor stays recorded until _goodbye: a "restarting" state needs a live monitor behind it
-        return self.store.update_state(self.id, status="exited", exit_code=exit_code, pid=0,
-                                       finished_at=rfc3339(), oom_killed=oom)  # fmt: skip
+        # the monitor stays recorded until _goodbye: a "restarting" state needs a live monitor behind it.
+        # An --rm container is removed next (and has no restart policy): its exit need not survive a crash.
+        return self.store.update_state(self.id, durable=not self._auto_remove, status="exited",
+                                       exit_code=exit_code, pid=0, finished_at=rfc3339(), oom_killed=oom)  # fmt: skip
 
     def _restart(self, exit_code: int) -> bool:
         """Record the exit; True when the restart policy brings the container back."""
@@ -441,13 +442,17 @@ class Monitor:
             self._goodbye(exit_code)
         return again
 
+    @property
+    def _auto_remove(self) -> bool:
+        return bool(self.record.host_config.get("AutoRemove"))
+
     def _goodbye(self, exit_code: int) -> None:
-        # not fsynced: after a crash, a dead monitor's pid is recognised as dead (pid and start time)
-        self.store.update_state(self.id, durable=False, monitor=0)
-        if self.record.host_config.get("AutoRemove"):
+        if self._auto_remove:
             from ketch.engine import lifecycle
 
             lifecycle.remove_container(self.ctx, self.record, volumes=True)
+        else:  # not fsynced: after a crash, a dead monitor's pid is recognised as dead (pid and start time)
+            self.store.update_state(self.id, durable=False, monitor=0)
         for client in self.clients:
             try:
                 stream.send(client, stream.EXIT, str(exit_code).encode())
