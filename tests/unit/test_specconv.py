@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ketch.engine import specconv
+from ketch.engine import runconfig, specconv
 from ketch.engine.options import (
     Health,
     Mount,
@@ -24,6 +24,7 @@ from ketch.engine.options import (
     parse_tmpfs,
     parse_volume,
 )
+from ketch.engine.runconfig import command_of, env_of, hostname_of, user_spec_of, workdir_of
 from ketch.engine.specconv import (
     DEFAULT_CAPABILITIES,
     INIT_PATH,
@@ -32,17 +33,12 @@ from ketch.engine.specconv import (
     DeviceNode,
     SpecInputs,
     capabilities_of,
-    command_of,
     container_spec,
-    env_of,
     health_of,
-    hostname_of,
     resolve_devices,
     seccomp_from_docker,
     stop_signal_of,
-    user_spec_of,
     volume_mounts,
-    workdir_of,
 )
 from ketch.errors import InvalidArgument, NotFound, Unsupported
 from ketch.oci.runtime import Spec, validate
@@ -127,7 +123,7 @@ def test_env_defaults_and_image_path_override() -> None:
 
 
 def test_env_default_path_when_the_image_has_none() -> None:
-    assert env_of(RunOptions("i"), {}, "h", environ={})[0] == f"PATH={specconv.DEFAULT_PATH}"
+    assert env_of(RunOptions("i"), {}, "h", environ={})[0] == f"PATH={runconfig.DEFAULT_PATH}"
 
 
 def test_env_tty_sets_term() -> None:

@@ -46,13 +46,13 @@ def prepare(
 
 
 def _hostname(record: ContainerRecord, options: RunOptions) -> str:
-    from ketch.engine import specconv
+    from ketch.engine import runconfig
 
-    return specconv.hostname_of(options, record.id)
+    return runconfig.hostname_of(options, record.id)
 
 
 def _prepare(ctx: Context, record: ContainerRecord, options: RunOptions, wiring: Any) -> Prepared:
-    from ketch.engine import specconv, userns, users
+    from ketch.engine import runconfig, specconv, userns, users
 
     store, images = ctx.containers(), ctx.images()
     image = images.get(record.image)
@@ -62,11 +62,11 @@ def _prepare(ctx: Context, record: ContainerRecord, options: RunOptions, wiring:
     remapped = userns.of(record)  # a user namespace: its root owns the files ketch makes for it
     owner = remapped.root if remapped is not None else None
     _mount(images, record.id, rootfs, remapped)
-    hostname = wiring.hostname or specconv.hostname_of(options, record.id)
+    hostname = wiring.hostname or runconfig.hostname_of(options, record.id)
     files = _etc_files(directory, hostname, wiring, owner)
     inputs = specconv.SpecInputs(
         options=options, image_config=image_config, container_id=record.id, rootfs=rootfs,
-        user=users.resolve_user(rootfs, specconv.user_spec_of(options, image_config)),
+        user=users.resolve_user(rootfs, runconfig.user_spec_of(options, image_config)),
         hosts_file=files["hosts"], resolv_file=files["resolv.conf"], hostname_file=files["hostname"],
         volume_sources=_volumes(ctx, record, options, image_config, owner), cgroups_path=f"/ketch/{record.id}",
         cgroup_v2=_cgroup_v2(), init_path=_init_path() if options.init else "",

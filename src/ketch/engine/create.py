@@ -58,7 +58,7 @@ def create(
     ctx: Context, options: RunOptions, image: ImageRecord, image_config: dict[str, Any]
 ) -> ContainerRecord:
     """Record the container and prepare its snapshot; on any failure nothing is left behind."""
-    from ketch.engine import names, networks, specconv, userns
+    from ketch.engine import names, runconfig
     from ketch.engine.context import engine_config
     from ketch.engine.options import log_config
 
@@ -66,18 +66,22 @@ def create(
     config = engine_config(ctx.root)  # read once for both
     logging = log_config(options.log_driver, options.log_opts, config)
 
-    remapped = userns.remap(
-        ctx.root, config=config
-    )  # engine.json's userns-remap: every container but --userns=host's
-    userns.check(options, remapped is not None)
-    own = remapped if remapped is not None and options.userns != "host" else None
+    own = None
+    if config.get("userns-remap"):  # every container but --userns=host's gets a user namespace
+        from ketch.engine import userns
+
+        remapped = userns.remap(ctx.root, config=config)
+        userns.check(options, remapped is not None)
+        own = remapped if remapped is not None and options.userns != "host" else None
     container_id = new_id()
     name = check_name(options.name) if options.name else names.generate(ctx.containers())
-    command = specconv.command_of(options, image_config)
-    mode, attachments = networks.plan(ctx, options)
+    command = runconfig.command_of(options, image_config)
+    mode, attachments = _network_plan(ctx, options)
     host_config = {**_host_config(options), **_network_config(options, mode, attachments)}
     host_config["LogConfig"] = logging
     if own is not None:
+        from ketch.engine import userns
+
         host_config[userns.KEY] = userns.record_json(own)
         userns.open_root(ctx.root, ctx.containers().path(container_id), own.root)
     record = ContainerRecord(
@@ -97,6 +101,8 @@ def create(
             record = replace(record, name=names.generate(store))
     try:
         if own is not None:
+            from ketch.engine import userns
+
             userns.own_directory(store.path(container_id), own.root)
         root_owner = own.root if own is not None else None
         ctx.images().snapshots.prepare(container_id, image.chain[-1] if image.chain else None, root_owner)
@@ -106,22 +112,31 @@ def create(
     return record
 
 
+def _network_plan(ctx: Context, options: RunOptions) -> tuple[str, list[Any]]:
+    """Docker's NetworkMode and the networks joined; none and host need no network store."""
+    if options.network in ("none", "host"):
+        return options.network, []
+    from ketch.engine import networks
+
+    return networks.plan(ctx, options)
+
+
 def _docker_config(options: RunOptions, image: dict[str, Any], command: list[str]) -> dict[str, Any]:
     """Docker's Config object, as inspect shows it."""
-    from ketch.engine import specconv
+    from ketch.engine import runconfig
 
     entrypoint = list(options.entrypoint) if options.entrypoint is not None else image.get("Entrypoint")
     labels = {**(image.get("Labels") or {}), **options.labels}
     return {
-        "Hostname": options.hostname, "Domainname": "", "User": specconv.user_spec_of(options, image),
+        "Hostname": options.hostname, "Domainname": "", "User": runconfig.user_spec_of(options, image),
         "AttachStdin": options.interactive and not options.detach, "AttachStdout": not options.detach,
         "AttachStderr": not options.detach, "Tty": options.tty, "OpenStdin": options.interactive,
         "StdinOnce": options.interactive and not options.detach,
-        "Env": specconv.env_of(options, image, options.hostname or ""),
+        "Env": runconfig.env_of(options, image, options.hostname or ""),
         "Cmd": list(options.command) if options.command else image.get("Cmd"),
         "Image": options.image, "Volumes": image.get("Volumes"),
         **({"ExposedPorts": exposed} if (exposed := _exposed(options, image)) else {}),
-        "WorkingDir": specconv.workdir_of(options, image), "Entrypoint": entrypoint or None,
+        "WorkingDir": runconfig.workdir_of(options, image), "Entrypoint": entrypoint or None,
         "OnBuild": None, "Labels": labels,
         "StopSignal": options.stop_signal or image.get("StopSignal") or "SIGTERM",
         **({"StopTimeout": options.stop_timeout} if options.stop_timeout is not None else {}),
@@ -132,10 +147,10 @@ def _docker_config(options: RunOptions, image: dict[str, Any], command: list[str
 
 def _network_config(options: RunOptions, mode: str, attachments: list[Any]) -> dict[str, Any]:
     """HostConfig's network part; KetchNetworks lists the networks joined (networks.Attachment)."""
-    from ketch.network import ports
-
     bindings: dict[str, list[dict[str, str]]] = {}
     for spec in options.publish:
+        from ketch.network import ports
+
         for b in ports.parse(spec):
             host_port = f"{b.host_port}-{b.host_port_end}" if b.host_port_end else str(b.host_port or "")
             bindings.setdefault(b.key, []).append({"HostIp": b.host_ip, "HostPort": host_port})
@@ -149,10 +164,11 @@ def _network_config(options: RunOptions, mode: str, attachments: list[Any]) -> d
 
 def _exposed(options: RunOptions, image: dict[str, Any]) -> dict[str, Any]:
     """Config.ExposedPorts: the image's EXPOSE, --expose and every -p container port."""
-    from ketch.network import ports
-
     keys = [*(image.get("ExposedPorts") or {}), *options.expose]
-    keys += [b.key for spec in options.publish for b in ports.parse(spec)]
+    if options.publish:
+        from ketch.network import ports
+
+        keys += [b.key for spec in options.publish for b in ports.parse(spec)]
     return {key: {} for key in dict.fromkeys(keys)}
 
 

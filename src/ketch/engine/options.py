@@ -975,11 +975,12 @@ def check_network(o: RunOptions) -> None:
         raise InvalidArgument(
             "network-scoped alias is supported only for containers in user defined networks"
         )
-    from ketch.network import ports
+    if o.publish or o.expose:
+        from ketch.network import ports
 
-    for spec in o.publish:
-        ports.parse(spec)
-    ports.exposed(o.expose)
+        for spec in o.publish:
+            ports.parse(spec)
+        ports.exposed(o.expose)
     for entry in o.add_hosts:
         name, sep, address = entry.partition(":")
         if not sep or not name or not address:

@@ -36,11 +36,10 @@ from ketch.engine.options import (
     check,
     clean_path,
     merge_tmpfs_options,
-    parse_env,
-    parse_env_file,
     parse_security_opts,
     quote,
 )
+from ketch.engine.runconfig import command_of, env_of, hostname_of, workdir_of
 from ketch.errors import InvalidArgument, NotFound, Unsupported
 from ketch.oci.runtime import OCI_VERSION
 from ketch.record import Record, field
@@ -48,12 +47,11 @@ from ketch.runtime import capabilities as _caps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     Json = dict[str, Any]
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
     "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
@@ -119,74 +117,7 @@ class SpecInputs(Record):
     gid_mappings: tuple[tuple[int, int, int], ...] = ()
 
 
-# --- process: command, environment, user, capabilities ------------------------------------------
-
-
-def command_of(options: RunOptions, image_config: Json) -> list[str]:
-    """Docker's rules: an --entrypoint drops the image's Cmd too; "" clears the entrypoint."""
-    if options.entrypoint is None:
-        entrypoint = list(image_config.get("Entrypoint") or [])
-        cmd = list(options.command) or list(image_config.get("Cmd") or [])
-    else:
-        entrypoint = [] if options.entrypoint in ((), ("",)) else list(options.entrypoint)
-        cmd = list(options.command)
-    args = entrypoint + cmd
-    if not args:
-        raise InvalidArgument("No command specified")
-    return args
-
-
-def _env_name(entry: str) -> str:
-    return entry.partition("=")[0]
-
-
-def _replace_or_append(defaults: list[str], overrides: list[str]) -> list[str]:
-    """ReplaceOrAppendEnvValues: a later VAR=x replaces in place; a bare VAR unsets it."""
-    out: dict[str, str | None] = {_env_name(e): e for e in defaults}
-    for entry in overrides:
-        if "=" not in entry:
-            if entry in out:
-                out[entry] = None
-            continue
-        out[_env_name(entry)] = entry
-    return [e for e in out.values() if e is not None]
-
-
-def env_of(
-    options: RunOptions,
-    image_config: Json,
-    hostname: str,
-    home: str = "",
-    environ: Mapping[str, str] | None = None,
-) -> list[str]:
-    """PATH (default unless given), HOSTNAME, TERM=xterm with -t, then the user's variables (env
-    files, then -e; later wins), then the image's the user did not name, then HOME from the user."""
-    user = [line for path in options.env_files for line in parse_env_file(path, environ)]
-    user += [parse_env(e, environ) for e in options.env]
-    named = {_env_name(e) for e in user}
-    config = user + [e for e in image_config.get("Env") or [] if _env_name(e) not in named]
-    defaults = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"] + (["TERM=xterm"] if options.tty else [])
-    env = _replace_or_append(defaults, config)
-    if home and not any(_env_name(e) == "HOME" for e in env):
-        env.append(f"HOME={home}")  # runc's rule: HOME from passwd unless the config sets it
-    return env
-
-
-def workdir_of(options: RunOptions, image_config: Json) -> str:
-    workdir = options.workdir or image_config.get("WorkingDir") or "/"
-    return clean_path("/" + workdir if not workdir.startswith("/") else workdir)
-
-
-def user_spec_of(options: RunOptions, image_config: Json) -> str:
-    """The -u value to resolve with users.resolve_user: the option, else the image's User."""
-    return options.user or image_config.get("User") or ""
-
-
-def hostname_of(options: RunOptions, container_id: str) -> str:
-    """--hostname, else the host's name with --network host, else the id's first 12 characters."""
-    if options.hostname:
-        return options.hostname
-    return os.uname().nodename if options.network == "host" else container_id[:12]
+# --- process: capabilities (command, environment and user: engine.runconfig) ----------------------
 
 
 def _normalize_caps(names: Iterable[str]) -> list[str]:
