@@ -206,6 +206,8 @@ def open_writer(record: ContainerRecord, path: str) -> LogWriter | NullWriter:
     kind, config = log_config_of(record)
     if kind == "none":
         return NullWriter()
+    if not config:  # no --log-opt (most containers): nothing to parse or render
+        return LogWriter(path)
     env = {}
     for item in record.config.get("Env") or ():
         key, eq, value = item.partition("=")

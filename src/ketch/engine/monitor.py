@@ -52,6 +52,7 @@ class Monitor:
         self.log: Any = None
         self.listener: socket.socket | None = None
         self.port_sockets: list[socket.socket] = []
+        self.started = False  # the record is reloaded at each restart, not at the first start
 
     # --- entry point ------------------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ class Monitor:
             self.clients.append(client)
             if self.record.config.get("OpenStdin"):
                 self.stdin_client = client
-        stream.send_json(client, stream.STARTED, {"pid": self.store.raw_state(self.id).pid})
+        stream.send_json(client, stream.STARTED, {"pid": self.pid})
         self.store.sync_state(self.id)
         if not attach:
             os.close(client)
@@ -122,7 +123,9 @@ class Monitor:
         """
         from ketch.runtime.container import start_time
 
-        self.record = self.store.load(self.id)  # `network connect` may have changed it since
+        if self.started:
+            self.record = self.store.load(self.id)  # `network connect` may have changed it since
+        self.started = True
         config = self.record.config
         ports = self._reserve_ports()
         io, console, theirs = self._plumb(bool(config.get("Tty")), bool(config.get("OpenStdin")))
@@ -182,11 +185,14 @@ class Monitor:
     def _reserve_ports(self) -> tuple[Any, ...]:
         """Bind the container's published host ports; the sockets stay open (in this monitor) for
         as long as the container runs, so nothing else can take them."""
+        self._close_ports()
+        asked = self.record.host_config["Ketch"]
+        if not asked.get("publish") and not asked.get("publish_all"):
+            return ()  # most containers: no options record built, so no pages of ours touched
         from ketch.engine import networks
         from ketch.engine.create import options_from_json
         from ketch.network import ports
 
-        self._close_ports()
         wanted = networks.port_requests(self.record, options_from_json(self.record.host_config["Ketch"]))
         if not wanted:
             return ()
