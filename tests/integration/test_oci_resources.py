@@ -149,8 +149,8 @@ def test_without_clone3_the_parent_moves_the_child_in(oci: Oci) -> None:
     cid = oci.new_id()
     refuse = (
         "import sys; import ketch.linux.syscalls as sc\n"
-        "def refuse(fd): raise OSError(38, 'clone3: refused')\n"
-        "sc.fork_into_cgroup = refuse\n"
+        "def refuse(*a): raise OSError(38, 'clone3: refused')\n"
+        "sc.clone3_fork = refuse\n"
         "from ketch.cli.oci import main\n"
         f"sys.exit(main(['--root', {str(oci.root)!r}, 'create', '--bundle', {str(bundle)!r}, {cid!r}]))\n"
     )

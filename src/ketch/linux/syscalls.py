@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 libc = ctypes.CDLL(None, use_errno=True)  # shared by every module of ketch.linux
-_pylibc = ctypes.PyDLL(None, use_errno=True)  # the same, called with the GIL held (fork_into_cgroup)
+_pylibc = ctypes.PyDLL(None, use_errno=True)  # the same, called with the GIL held (clone3_fork)
 
 # clone(2) / unshare(2) namespace flags
 CLONE_NEWNS = 0x00020000
@@ -179,14 +179,18 @@ class _CloneArgs(ctypes.Structure):
     )]  # fmt: skip
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
-    """os.fork(), with the child born in the cgroup v2 directory `cgroup_fd` (clone3's
-    CLONE_INTO_CGROUP): no cgroup.procs write, so no wait for the kernel's attach grace period.
+def clone3_fork(flags: int, cgroup_fd: int = -1) -> int:
+    """os.fork() through clone3(2), so that the child can be born in new namespaces (CLONE_NEW*
+    flags) and in the cgroup v2 directory `cgroup_fd` (CLONE_INTO_CGROUP, when given): no
+    unshare, no intermediate process, no cgroup.procs write (and no wait for the kernel's attach
+    grace period).
 
     It is os.fork's own sequence (PyOS_BeforeFork, fork, PyOS_AfterFork_*) around clone3, called
     with the GIL held as os.fork does. The caller must be single-threaded. Raises OSError (ENOSYS
-    or EINVAL on kernels before 5.7, or where seccomp refuses clone3)."""
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    or EINVAL on kernels before 5.7, EPERM where seccomp refuses clone3)."""
+    if cgroup_fd >= 0:
+        flags |= CLONE_INTO_CGROUP
+    args = _CloneArgs(flags=flags, exit_signal=17, cgroup=max(cgroup_fd, 0))  # SIGCHLD
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     pid = int(_pylibc.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args)))

@@ -15,6 +15,10 @@
     write state.json ◀─────────────────────────────────────── ready
     exit; `start` writes exec.fifo ─────────────────────────────▶   fifo read: startContainer hooks, execve
 
+Without joins, a user or a time namespace (spawn._direct), there is no C: one clone3 makes I
+in its new namespaces and v2 cgroup, and I joins the v1 cgroups, unshares its cgroup namespace
+and goes on from "continue" (born()); the parent has its pid from clone3.
+
 Every step that can fail reports over the channel, so `create` fails with the reason and
 nothing of the container survives. Children never return into the caller: they _exit.
 Nothing may be imported lazily on these paths: after pivot_root (or setns into the mount
@@ -118,6 +122,25 @@ def child(
             chan.hold_until_eof(gate_r)
         else:
             chan.send("pid", pid=os.getpid())
+        then(chan.expect("continue").get("state", {}) if wait_for_state else {})
+    except BaseException as exc:
+        chan.send_error(exc)
+        os._exit(1)
+    os._exit(0)
+
+
+def born(
+    ns: NamespacePlan, chan: Channel, then: Callable[[dict[str, Any]], None], p: ProcessPlan, joining: Joining,
+    wait_for_state: bool = True,
+) -> None:  # fmt: skip
+    """Run in I when clone3 made it directly, pid 1 of its new namespaces: join the cgroups, then
+    a cgroup namespace rooted there, and hand over to `then` (see spawn._direct)."""
+    try:
+        joining.join_self()
+        if ns.new_flags & sc.CLONE_NEWCGROUP:
+            sc.unshare(sc.CLONE_NEWCGROUP)  # after the join: its root is the container's cgroup
+        process.set_oom_score_adj(p)
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
         then(chan.expect("continue").get("state", {}) if wait_for_state else {})
     except BaseException as exc:
         chan.send_error(exc)

@@ -33,38 +33,69 @@ def _write_map(pid: int, kind: str, mappings: tuple[IDMapping, ...]) -> None:
         raise SetupFailed(f"cannot write {kind}_map: {exc.strerror}", exc.errno) from exc
 
 
-_NO_CLONE_INTO_CGROUP = (1, 22, 38)  # EPERM, EINVAL, ENOSYS: seccomp's refusal, kernels before 5.7
+_NO_CLONE3 = (1, 22, 38)  # EPERM, EINVAL, ENOSYS: seccomp's refusal, kernels before 5.7
 
 
-def _fork(
-    ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None], p: ProcessPlan, joining: Joining,
-    wait_for_state: bool,
-) -> tuple[int, Channel]:  # fmt: skip
-    """Fork C into the container's cgroups: born into the v2 one where the kernel can, so that no
-    cgroup.procs write (and its grace period) is needed; C moves itself into the v1 ones."""
-    parent, kid = Channel.pair()
-    pid = -1
+def _clone(joining: Joining, flags: int) -> int:
+    """clone3_fork with `flags`, born into the v2 cgroup when there is one; -1 where the kernel
+    (or a seccomp filter) refuses clone3, so that the caller forks the old way."""
+    fd = -1
     if joining.born_into:
         try:
             fd = os.open(joining.born_into, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise SetupFailed(f"cannot join cgroup {joining.born_into}: {exc.strerror}", exc.errno) from exc
-        try:
-            pid = sc.fork_into_cgroup(fd)
-        except OSError as exc:
-            if exc.errno not in _NO_CLONE_INTO_CGROUP:
-                parent.close()
-                kid.close()
-                raise SetupFailed(
-                    f"cannot join cgroup {joining.born_into}: {exc.strerror}", exc.errno
-                ) from exc
-        finally:
+    elif not flags:
+        return -1  # nothing clone3 would do better than fork
+    try:
+        return sc.clone3_fork(flags, fd)
+    except OSError as exc:
+        if exc.errno in _NO_CLONE3:
+            return -1
+        what = f"cgroup {joining.born_into}" if joining.born_into else "namespaces"
+        raise SetupFailed(f"cannot join {what}: {exc.strerror}", exc.errno) from exc
+    finally:
+        if fd >= 0:
             os.close(fd)
-    late = pid < 0 and joining.born_into  # no clone3 here: the parent moves C in, the slow way
-    if pid < 0:
-        pid = os.fork()
-    if pid == 0:  # C: never returns
+
+
+def _direct(ns: NamespacePlan) -> bool:
+    """Whether the init can be born straight into its new namespaces (one clone3, no intermediate
+    process): nothing to join first, no user namespace (its maps come from the parent), no time
+    namespace (its offsets must be set before anyone enters it), and a pid namespace to be born in.
+    The cgroup namespace is unshared by the init once it has joined its cgroups."""
+    return (
+        ns.enter_pid and not ns.joins and not ns.new_user and not ns.time_offsets
+        and not ns.new_flags & sc.CLONE_NEWTIME
+    )  # fmt: skip
+
+
+def _fork(
+    ns: NamespacePlan, body: Callable[[Channel, dict[str, Any]], None], p: ProcessPlan, joining: Joining,
+    wait_for_state: bool,
+) -> tuple[int, Channel, bool]:  # fmt: skip
+    """Fork into the container's cgroups: born into the v2 one where the kernel can, so that no
+    cgroup.procs write (and its grace period) is needed; the child moves itself into the v1 ones.
+    Returns the child's pid, our channel end, and whether the child is the init itself (born in
+    its namespaces) rather than the intermediate process C."""
+    parent, kid = Channel.pair()
+    try:
+        direct = _direct(ns)
+        pid = _clone(joining, ns.new_flags & ~sc.CLONE_NEWCGROUP) if direct else -1
+        if pid < 0:
+            direct = False
+            pid = _clone(joining, 0)
+        late = pid < 0 and joining.born_into  # no clone3 here: the parent moves C in, the slow way
+        if pid < 0:
+            pid = os.fork()
+    except BaseException:
         parent.close()
+        kid.close()
+        raise
+    if pid == 0:  # never returns
+        parent.close()
+        if direct:
+            init.born(ns, kid, lambda state: body(kid, state), p, joining, wait_for_state)
         init.child(ns, kid, lambda state: body(kid, state), p, joining, wait_for_state)
     kid.close()
     if late:
@@ -75,7 +106,7 @@ def _fork(
             _reap(pid)
             parent.close()
             raise
-    return pid, parent
+    return pid, parent, direct
 
 
 def _reap(pid: int) -> None:
@@ -105,8 +136,10 @@ class Handshake:
         wait_for_state: bool = False,
     ) -> None:
         self.ns = ns
-        self.child_pid, self.chan = _fork(ns, body, p, joining, wait_for_state)
-        self.pid = 0
+        self.child_pid, self.chan, direct = _fork(ns, body, p, joining, wait_for_state)
+        self.pid = self.child_pid if direct else 0  # born as the init: no intermediate to hear from
+        if direct:
+            return
         try:
             self.chan.send("go")
             msg = self.chan.recv()
@@ -129,11 +162,11 @@ class Handshake:
         self.chan.send("continue", state=state)
 
     def abort(self) -> None:
-        for pid in (self.pid, self.child_pid):
+        for pid in dict.fromkeys((self.pid, self.child_pid)):
             if pid:
                 _kill(pid)
-        if self.pid and self.pid != self.child_pid:
-            _reap(self.pid)  # only reaped when we are its subreaper; harmless otherwise
+        if self.pid:
+            _reap(self.pid)  # our child, or reaped because we are its subreaper; harmless otherwise
         self.chan.close()
 
 
