@@ -15,9 +15,10 @@
     write state.json ◀─────────────────────────────────────── ready
     exit; `start` writes exec.fifo ─────────────────────────────▶   fifo read: startContainer hooks, execve
 
-Without joins, a user or a time namespace (spawn._direct), there is no C: one clone3 makes I
-in its new namespaces and v2 cgroup, and I joins the v1 cgroups, unshares its cgroup namespace
-and goes on from "continue" (born()); the parent has its pid from clone3.
+Without a user or a time namespace, or joins beyond network, ipc and uts (spawn._direct), there
+is no C: one clone3 makes I in its new namespaces and v2 cgroup, and I joins the v1 cgroups and
+the namespaces to join, unshares its cgroup namespace and goes on from "continue" (born()); the
+parent has its pid from clone3.
 
 Every step that can fail reports over the channel, so `create` fails with the reason and
 nothing of the container survives. Children never return into the caller: they _exit.
@@ -137,6 +138,7 @@ def born(
     a cgroup namespace rooted there, and hand over to `then` (see spawn._direct)."""
     try:
         joining.join_self()
+        _join(ns.joins)  # network, ipc, uts only: nothing born depends on them
         if ns.new_flags & sc.CLONE_NEWCGROUP:
             sc.unshare(sc.CLONE_NEWCGROUP)  # after the join: its root is the container's cgroup
         process.set_oom_score_adj(p)
@@ -148,14 +150,18 @@ def born(
     os._exit(0)
 
 
-def _enter(ns: NamespacePlan, chan: Channel) -> None:
-    fds = [(kind, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for kind, path in ns.joins]
+def _join(joins: tuple[tuple[str, str], ...]) -> None:
+    fds = [(kind, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for kind, path in joins]
     for kind, fd in sorted(fds, key=lambda kf: JOIN_ORDER.index(kf[0])):
         try:
             sc.setns(fd, sc.NAMESPACE_FLAGS[kind])
         except OSError as exc:
             raise OSError(exc.errno, f"cannot join {kind} namespace: {exc.strerror}") from exc
         os.close(fd)
+
+
+def _enter(ns: NamespacePlan, chan: Channel) -> None:
+    _join(ns.joins)
     if ns.new_flags:
         sc.unshare(ns.new_flags)
     if ns.time_offsets:  # before any process enters the new time namespace

@@ -61,13 +61,17 @@ def _clone(joining: Joining, flags: int) -> int:
 
 def _direct(ns: NamespacePlan) -> bool:
     """Whether the init can be born straight into its new namespaces (one clone3, no intermediate
-    process): nothing to join first, no user namespace (its maps come from the parent), no time
-    namespace (its offsets must be set before anyone enters it), and a pid namespace to be born in.
-    The cgroup namespace is unshared by the init once it has joined its cgroups."""
+    process): a pid namespace to be born in, no user namespace (its maps come from the parent),
+    no time namespace (its offsets must be set before anyone enters it), and nothing to join but
+    network, ipc and uts namespaces, which the init joins after its birth as well as before. The
+    cgroup namespace is unshared by the init once it has joined its cgroups."""
     return (
-        ns.enter_pid and not ns.joins and not ns.new_user and not ns.time_offsets
-        and not ns.new_flags & sc.CLONE_NEWTIME
+        ns.enter_pid and not ns.new_user and not ns.time_offsets and not ns.new_flags & sc.CLONE_NEWTIME
+        and all(kind in _JOINED_AFTER_BIRTH for kind, _ in ns.joins)
     )  # fmt: skip
+
+
+_JOINED_AFTER_BIRTH = ("network", "ipc", "uts")
 
 
 def _fork(
