@@ -605,7 +605,7 @@ class Snapshots:
                     raise
                 syscalls.umount(target, syscalls.MNT_DETACH)
         except OSError as exc:
-            if exc.errno == errno.EINVAL:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):
                 raise NotFound(f"nothing is mounted on {target}") from exc
             raise SetupFailed(f"cannot unmount {target}: {os.strerror(exc.errno or 0)}", exc.errno) from exc
 
