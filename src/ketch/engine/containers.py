@@ -98,8 +98,10 @@ class ContainerStore:
 
     # --- creating and removing ---------------------------------------------------------------------
 
-    def add(self, record: ContainerRecord) -> None:
-        """Claim the name (atomically), then write the record; a taken name fails with nothing made."""
+    def add(self, record: ContainerRecord, durable: bool = True) -> None:
+        """Claim the name (atomically), then write the record; a taken name fails with nothing made.
+        `durable=False` (an --rm container, gone at its exit anyway) skips the fsyncs: after a
+        crash its record may be missing or empty, which listings skip and `container prune` removes."""
         link = os.path.join(self.names, record.name)
         try:
             os.symlink(record.id, link)
@@ -111,8 +113,8 @@ class ContainerStore:
             ) from None
         try:
             os.mkdir(self.path(record.id), 0o700)
-            self._write(record.id, "container.json", record.to_json())
-            self._write(record.id, "state.json", State().to_dict())
+            self._write(record.id, "container.json", record.to_json(), durable)
+            self._write(record.id, "state.json", State().to_dict(), durable)
         except BaseException:
             os.unlink(link)
             raise

@@ -92,7 +92,7 @@ def create(
     store = ctx.containers()
     for attempt in range(20):
         try:
-            store.add(record)
+            store.add(record, durable=not options.remove)
             break
         except AlreadyExists:
             if options.name or attempt == 19:

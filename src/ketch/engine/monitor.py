@@ -80,7 +80,8 @@ class Monitor:
             if self.record.config.get("OpenStdin"):
                 self.stdin_client = client
         stream.send_json(client, stream.STARTED, {"pid": self.pid})
-        self.store.sync_state(self.id)
+        if not self._auto_remove:  # an --rm container's record is not kept through a crash
+            self.store.sync_state(self.id)
         if not attach:
             os.close(client)
         while True:

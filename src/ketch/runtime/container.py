@@ -281,7 +281,10 @@ class Runtime:
     def force_delete_partial(self, container_id: str) -> None:
         """delete --force of a state dir without a readable state.json (a create killed early, or
         a host crash that emptied it): the directory, and the cgroup at the default path if any
-        (a spec's own cgroupsPath went with the state)."""
+        (a spec's own cgroupsPath went with the state). Nothing to do without the directory: it
+        is made before any cgroup."""
+        if not os.path.isdir(self._dir(container_id)):
+            return
         cgroup = Cgroup.at(container_path("", container_id))
         if cgroup.exists():
             cgroup.kill_all()
