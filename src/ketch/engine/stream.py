@@ -56,11 +56,19 @@ class Reader:
 
 
 def read_line(sock: socket.socket, limit: int = 1 << 16) -> bytes:
-    """One request line, read byte-wise so nothing after it is consumed."""
+    """One request line; nothing after it is consumed (what follows belongs to whoever the
+    connection is handed to). Peeks, then takes exactly the line: not a recv(2) per byte."""
+    import socket
+
     out = bytearray()
     while len(out) < limit:
-        b = sock.recv(1)
-        if not b or b == b"\n":
+        data = sock.recv(limit, socket.MSG_PEEK)
+        if not data:
             return bytes(out)
-        out += b
+        end = data.find(b"\n")
+        if end < 0:
+            out += sock.recv(len(data))  # no newline yet: all of it is the line's
+            continue
+        out += sock.recv(end + 1)[:-1]
+        return bytes(out)
     raise ValueError("request line too long")

@@ -13,8 +13,8 @@ The connection itself is handed to the monitor, which answers on it (see ketch.e
 
 A spare monitor waits ahead of need: double-forked already, it takes the next request and its
 connection (SCM_RIGHTS over a socketpair) and becomes that container's monitor, and the
-supervisor forks the next spare while it starts the container. The two forks (3-6 ms for a
-process of this size) are then off the start's path. A spare whose supervisor goes (EOF on the
+supervisor forks the next spare once the start is under way (SPARE_DELAY). The two forks (3-6 ms
+for a process of this size) are then off the start's path. A spare whose supervisor goes (EOF on the
 socketpair) leaves at once.
 """
 
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
     from ketch.engine.context import Context
 
+# After handing its spare a start, the supervisor waits this long (unless another request comes)
+# before forking the next: a fork of this process takes ~1 ms of a CPU, and done at once it kept
+# the just-woken monitor off the CPU for as long (on this 2-core machine).
+SPARE_DELAY = 0.02
 SPAWN_TIMEOUT = 30.0  # a slow machine (the TCG guest) may need ~10 s to preload and warm up
 PRELOADED: set[str] = set()  # modules a monitor inherits; KETCH_MONITOR_TRACE lists what it imports beyond
 
@@ -107,9 +111,16 @@ def serve(ctx: Context) -> NoReturn:
                 pass
         finally:
             conn.close()
-        if spare is None:
+        if spare is None and not _incoming(listener, SPARE_DELAY):
             spare = _fork_spare(ctx, listener)
         _reap_children()
+
+
+def _incoming(listener: socket.socket, seconds: float) -> bool:
+    """Whether a connection arrives within `seconds`."""
+    import select
+
+    return bool(select.select([listener], [], [], seconds)[0])
 
 
 _WARM_ROUNDS = 20  # CPython 3.11 quickens a function on its 8th call and specializes it after
