@@ -91,7 +91,12 @@ def release(ctx: Context, record: ContainerRecord) -> None:
 
 def _is_mount(path: str) -> bool:
     """Whether something is mounted on `path`. os.path.ismount cannot see a bind mount from the
-    same filesystem (the vfs driver's rootfs), so ask mountinfo."""
+    same filesystem (the vfs driver's rootfs): statx(2) can, else mountinfo."""
+    from ketch.linux import syscalls
+
+    known = syscalls.is_mount_root(path)
+    if known is not None:
+        return known
     target = os.path.realpath(path).encode()
     with open("/proc/self/mountinfo", "rb") as f:
         return any(line.split(b" ", 5)[4] == target for line in f)

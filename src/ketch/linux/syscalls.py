@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -202,6 +203,24 @@ def clone3_fork(flags: int, cgroup_fd: int = -1) -> int:
     if pid < 0:
         raise OSError(err, f"clone3: {os.strerror(err)}")
     return pid
+
+
+_STATX_ATTR_MOUNT_ROOT = 0x2000
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def is_mount_root(path: str) -> bool | None:
+    """Whether `path` is the root of a mount (a bind mount of its own filesystem too), from one
+    statx(2) instead of a scan of mountinfo; None where the kernel (before 5.8) does not say."""
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if libc.statx(AT_FDCWD, _b(path), _AT_SYMLINK_NOFOLLOW, 0, buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"statx: {os.strerror(err)}", path)
+    attributes = int.from_bytes(buf.raw[8:16], sys.byteorder)
+    known = int.from_bytes(buf.raw[56:64], sys.byteorder)  # stx_attributes_mask
+    if not known & _STATX_ATTR_MOUNT_ROOT:
+        return None
+    return bool(attributes & _STATX_ATTR_MOUNT_ROOT)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

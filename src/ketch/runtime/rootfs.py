@@ -278,13 +278,29 @@ def make_private(propagation: str) -> None:
 def private_parent(root: str) -> None:
     """Make the mount holding the rootfs private: pivot_root(2) refuses a shared parent, and an
     unbindable one (rootfsPropagation "unbindable") would refuse the bind below."""
+    sc.mount(None, _mount_point_of(root), None, sc.MS_PRIVATE)
+
+
+def _mount_point_of(path: str) -> str:
+    """The mount point of the mount holding `path` (an absolute, resolved path): statx(2) on it
+    and its parents, else (before Linux 5.8) the longest mount point in mountinfo above it."""
+    here = path
+    while here != "/":
+        known = sc.is_mount_root(here)
+        if known is None:
+            break
+        if known:
+            return here
+        here = os.path.dirname(here)
+    else:
+        return "/"
     best = "/"
     with open("/proc/self/mountinfo") as f:
         for line in f:
             point = line.split()[4].replace("\\040", " ")
-            if (root == point or root.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
                 best = point
-    sc.mount(None, best, None, sc.MS_PRIVATE)
+    return best
 
 
 def reapply_propagation(propagation: str) -> None:
