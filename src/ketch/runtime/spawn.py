@@ -52,8 +52,9 @@ def _clone(joining: Joining, flags: int) -> int:
     except OSError as exc:
         if exc.errno in _NO_CLONE3:
             return -1
-        what = f"cgroup {joining.born_into}" if joining.born_into else "namespaces"
-        raise SetupFailed(f"cannot join {what}: {exc.strerror}", exc.errno) from exc
+        where = f" in cgroup {joining.born_into}" if joining.born_into else ""
+        what = "create the container's namespaces" if flags else "join"
+        raise SetupFailed(f"cannot {what}{where}: {exc.strerror}", exc.errno) from exc
     finally:
         if fd >= 0:
             os.close(fd)
@@ -161,6 +162,8 @@ class Handshake:
         finally:
             if self.ns.enter_pid or not self.pid:
                 _reap(self.child_pid)
+                if self.pid != self.child_pid:
+                    self.child_pid = 0  # reaped: its pid may be reused, abort() must not signal it
 
     def proceed(self, state: dict[str, Any]) -> None:
         self.chan.send("continue", state=state)
