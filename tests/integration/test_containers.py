@@ -117,26 +117,30 @@ def test_detached_lifecycle_logs_exec_stop_rm(engine: Engine) -> None:
 
 
 def test_inspect_fields(engine: Engine) -> None:
+    # long-lived: under TCG (the v2 guest) a command can take seconds, and a short sleep may end
+    # before the first inspect after `start` sees it running
     engine("create", "--name", "described", "-e", "A=1", "-l", "k=v", "-w", "/tmp", "--restart", "on-failure:2", IMAGE,
-           "sleep", "5")  # fmt: skip
-    doc = engine.inspect("described")
-    assert (
-        doc["Name"] == "/described"
-        and doc["State"]["Status"] == "created"
-        and doc["State"]["Running"] is False
-    )
-    assert doc["Path"] == "sleep" and doc["Args"] == ["5"]
-    assert (
-        "A=1" in doc["Config"]["Env"]
-        and doc["Config"]["Labels"] == {"k": "v"}
-        and doc["Config"]["WorkingDir"] == "/tmp"
-    )
-    assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
-    assert doc["Image"].startswith("sha256:")
-    engine("start", "described")
-    doc = engine.wait_for("described", lambda d: d["State"]["Running"])
-    assert doc["State"]["Pid"] > 0 and doc["State"]["StartedAt"] != "0001-01-01T00:00:00Z"
-    engine("rm", "-f", "described")
+           "sleep", "1000")  # fmt: skip
+    try:
+        doc = engine.inspect("described")
+        assert (
+            doc["Name"] == "/described"
+            and doc["State"]["Status"] == "created"
+            and doc["State"]["Running"] is False
+        )
+        assert doc["Path"] == "sleep" and doc["Args"] == ["1000"]
+        assert (
+            "A=1" in doc["Config"]["Env"]
+            and doc["Config"]["Labels"] == {"k": "v"}
+            and doc["Config"]["WorkingDir"] == "/tmp"
+        )
+        assert doc["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+        assert doc["Image"].startswith("sha256:")
+        engine("start", "described")
+        doc = engine.wait_for("described", lambda d: d["State"]["Running"])
+        assert doc["State"]["Pid"] > 0 and doc["State"]["StartedAt"] != "0001-01-01T00:00:00Z"
+    finally:  # the module shares one engine: a leftover would fail the tests after this one
+        engine("rm", "-f", "described", check=False)
 
 
 def test_name_conflict_leaves_nothing_half_made(engine: Engine) -> None:
