@@ -107,10 +107,7 @@ def child(
     """Run in C: join the cgroups, enter the namespaces, fork into the pid namespace, hand over to
     `then` in there (once the parent sends the state, if `wait_for_state`)."""
     try:
-        joining.join_self()  # first: whatever C forks, and its cgroup namespace, start from here
-        # while still dumpable, as the caller: inside a user namespace /proc/self is no longer ours
-        process.set_oom_score_adj(p)
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        _leave_host(p, joining)
         chan.expect("go")
         _enter(ns, chan)
         if ns.enter_pid:
@@ -123,7 +120,7 @@ def child(
             chan.hold_until_eof(gate_r)
         else:
             chan.send("pid", pid=os.getpid())
-        then(chan.expect("continue").get("state", {}) if wait_for_state else {})
+        _hand_over(chan, then, wait_for_state)
     except BaseException as exc:
         chan.send_error(exc)
         os._exit(1)
@@ -137,17 +134,28 @@ def born(
     """Run in I when clone3 made it directly, pid 1 of its new namespaces: join the cgroups, then
     a cgroup namespace rooted there, and hand over to `then` (see spawn._direct)."""
     try:
-        joining.join_self()
+        _leave_host(p, joining)
         _join(ns.joins)  # network, ipc, uts only: nothing born depends on them
         if ns.new_flags & sc.CLONE_NEWCGROUP:
             sc.unshare(sc.CLONE_NEWCGROUP)  # after the join: its root is the container's cgroup
-        process.set_oom_score_adj(p)
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        then(chan.expect("continue").get("state", {}) if wait_for_state else {})
+        _hand_over(chan, then, wait_for_state)
     except BaseException as exc:
         chan.send_error(exc)
         os._exit(1)
     os._exit(0)
+
+
+def _leave_host(p: ProcessPlan, joining: Joining) -> None:
+    """A child's first steps: into the container's cgroups (whatever it forks, and its cgroup
+    namespace, start from there), its oom score set while still dumpable (inside a user namespace
+    /proc/self is no longer ours), then non-dumpable."""
+    joining.join_self()
+    process.set_oom_score_adj(p)
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)
+
+
+def _hand_over(chan: Channel, then: Callable[[dict[str, Any]], None], wait_for_state: bool) -> None:
+    then(chan.expect("continue").get("state", {}) if wait_for_state else {})
 
 
 def _join(joins: tuple[tuple[str, str], ...]) -> None:

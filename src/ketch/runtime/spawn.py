@@ -34,6 +34,7 @@ def _write_map(pid: int, kind: str, mappings: tuple[IDMapping, ...]) -> None:
 
 
 _NO_CLONE3 = (1, 22, 38)  # EPERM, EINVAL, ENOSYS: seccomp's refusal, kernels before 5.7
+_JOINED_AFTER_BIRTH = ("network", "ipc", "uts")  # namespaces a directly born init joins itself
 
 
 def _clone(joining: Joining, flags: int) -> int:
@@ -70,9 +71,6 @@ def _direct(ns: NamespacePlan) -> bool:
         ns.enter_pid and not ns.new_user and not ns.time_offsets and not ns.new_flags & sc.CLONE_NEWTIME
         and all(kind in _JOINED_AFTER_BIRTH for kind, _ in ns.joins)
     )  # fmt: skip
-
-
-_JOINED_AFTER_BIRTH = ("network", "ipc", "uts")
 
 
 def _fork(
