@@ -148,12 +148,13 @@ def _docker_config(options: RunOptions, image: dict[str, Any], command: list[str
 def _network_config(options: RunOptions, mode: str, attachments: list[Any]) -> dict[str, Any]:
     """HostConfig's network part; KetchNetworks lists the networks joined (networks.Attachment)."""
     bindings: dict[str, list[dict[str, str]]] = {}
-    for spec in options.publish:
+    if options.publish:  # the port parser loads only for -p
         from ketch.network import ports
 
-        for b in ports.parse(spec):
-            host_port = f"{b.host_port}-{b.host_port_end}" if b.host_port_end else str(b.host_port or "")
-            bindings.setdefault(b.key, []).append({"HostIp": b.host_ip, "HostPort": host_port})
+        for spec in options.publish:
+            for b in ports.parse(spec):
+                host_port = f"{b.host_port}-{b.host_port_end}" if b.host_port_end else str(b.host_port or "")
+                bindings.setdefault(b.key, []).append({"HostIp": b.host_ip, "HostPort": host_port})
     return {
         "NetworkMode": mode, "KetchNetworks": [a.to_json() for a in attachments],
         "PortBindings": bindings, "PublishAllPorts": options.publish_all, "Dns": list(options.dns),

@@ -64,8 +64,9 @@ def start(ctx: Context, record: ContainerRecord, attach: bool = False) -> Starte
         state = store.raw_state(record.id)
         if state.running:
             raise Conflict(f"container {record.short_id} is already running")
-        if _reset(state) != state:  # a fresh container (run) has nothing to reset: no write, no fsync
-            store.save_state(record.id, _reset(state))
+        reset = _reset(state)
+        if reset != state:  # a fresh container (run) has nothing to reset: no write, no fsync
+            store.save_state(record.id, reset)
     sock = supervisor.connect(ctx)
     request = {"op": "start", "id": record.id, "attach": attach}
     sock.sendall(jsonio.dumps(request).encode() + b"\n")

@@ -194,7 +194,7 @@ class Monitor:
         from ketch.engine.create import options_from_json
         from ketch.network import ports
 
-        wanted = networks.port_requests(self.record, options_from_json(self.record.host_config["Ketch"]))
+        wanted = networks.port_requests(self.record, options_from_json(asked))
         if not wanted:
             return ()
         bindings, self.port_sockets = ports.reserve(wanted)

@@ -134,7 +134,7 @@ def _warm_up(ctx: Context) -> None:
     that lands in pages every monitor shares; done in each monitor, each copies those pages
     (~0.2 MB of a monitor's private memory came from first calls alone)."""
     from ketch.clock import rfc3339
-    from ketch.engine.containers import ContainerRecord, ContainerStore, State
+    from ketch.engine.containers import ContainerRecord, ContainerStore
     from ketch.engine.logs import LogWriter, open_writer
     from ketch.record import replace
     from ketch.runtime.container import remove_tree
@@ -160,7 +160,6 @@ def _warm_up(ctx: Context) -> None:
             os.close(fd)
             stream.Reader().feed(stream.frame(stream.STDOUT, b"x"))
         store.ids()
-        State()
     finally:
         remove_tree(scratch)
 
